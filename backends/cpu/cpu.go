@@ -1,0 +1,294 @@
+// Package cpu is the default backend: Go kernels over host memory, parallel across a persistent
+// pool of goroutines. It registers itself as "cpu" with package backends.
+//
+// Every kernel supports float32 and float64 (Gather and CrossEntropy also take int64 indices).
+// Kernels are compiled for fixed shapes: sizes and strides are computed once in Compile, and Run
+// does no heap allocation.
+package cpu
+
+import (
+	"fmt"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/mamba2go/mamba2/backends"
+	"github.com/mamba2go/mamba2/shapes"
+)
+
+func init() {
+	if err := backends.Register("cpu", func() (backends.Backend, error) { return New(0), nil }); err != nil {
+		panic(err) // two packages registering "cpu" is a build mistake, not bad input
+	}
+}
+
+// Float is the set of element types kernels compute in.
+type Float interface{ float32 | float64 }
+
+// Buffer is host memory holding one tensor.
+type Buffer struct {
+	shape shapes.Shape
+	data  any // []float32, []float64 or []int64
+	freed bool
+}
+
+// Shape returns the buffer's shape.
+func (b *Buffer) Shape() shapes.Shape { return b.shape }
+
+// Data returns the backing slice ([]float32, []float64 or []int64). Writing to it is allowed for
+// buffers the caller owns.
+func (b *Buffer) Data() any { return b.data }
+
+// Backend is the CPU backend.
+type Backend struct {
+	pool *pool
+}
+
+// New returns a CPU backend using threads goroutines for parallel kernels (0: GOMAXPROCS).
+func New(threads int) *Backend {
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	return &Backend{pool: newPool(threads)}
+}
+
+// Name is "cpu".
+func (b *Backend) Name() string { return "cpu" }
+
+// Threads is the number of goroutines kernels use.
+func (b *Backend) Threads() int { return b.pool.threads }
+
+// Alloc returns a zeroed host buffer.
+func (b *Backend) Alloc(s shapes.Shape) (backends.Buffer, error) {
+	if err := s.Valid(); err != nil {
+		return nil, err
+	}
+	buf := &Buffer{shape: s.Clone()}
+	switch s.DType {
+	case shapes.Float32:
+		buf.data = make([]float32, s.Size())
+	case shapes.Float64:
+		buf.data = make([]float64, s.Size())
+	case shapes.Int64:
+		buf.data = make([]int64, s.Size())
+	}
+	return buf, nil
+}
+
+func asBuffer(b backends.Buffer) (*Buffer, error) {
+	cb, ok := b.(*Buffer)
+	if !ok || cb == nil {
+		return nil, fmt.Errorf("cpu: buffer %T is not from the cpu backend", b)
+	}
+	if cb.freed {
+		return nil, fmt.Errorf("cpu: buffer %s used after Free", cb.shape)
+	}
+	return cb, nil
+}
+
+// Free drops the buffer's memory.
+func (b *Backend) Free(buf backends.Buffer) error {
+	cb, err := asBuffer(buf)
+	if err != nil {
+		return err
+	}
+	cb.freed = true
+	cb.data = nil
+	return nil
+}
+
+// Write copies host data into dst.
+func (b *Backend) Write(dst backends.Buffer, src any) error {
+	cb, err := asBuffer(dst)
+	if err != nil {
+		return err
+	}
+	return copyHost(cb.data, src, cb.shape)
+}
+
+// Read copies src into host data.
+func (b *Backend) Read(dst any, src backends.Buffer) error {
+	cb, err := asBuffer(src)
+	if err != nil {
+		return err
+	}
+	return copyHost(dst, cb.data, cb.shape)
+}
+
+func copyHost(dst, src any, s shapes.Shape) error {
+	n := s.Size()
+	switch d := dst.(type) {
+	case []float32:
+		if sv, ok := src.([]float32); ok && len(sv) == n && len(d) == n {
+			copy(d, sv)
+			return nil
+		}
+	case []float64:
+		if sv, ok := src.([]float64); ok && len(sv) == n && len(d) == n {
+			copy(d, sv)
+			return nil
+		}
+	case []int64:
+		if sv, ok := src.([]int64); ok && len(sv) == n && len(d) == n {
+			copy(d, sv)
+			return nil
+		}
+	}
+	return fmt.Errorf("cpu: cannot copy %s to %s for a %s tensor (want %d elements of %s)",
+		describe(src), describe(dst), s, n, s.DType)
+}
+
+func describe(v any) string {
+	switch x := v.(type) {
+	case []float32:
+		return fmt.Sprintf("[]float32 of %d", len(x))
+	case []float64:
+		return fmt.Sprintf("[]float64 of %d", len(x))
+	case []int64:
+		return fmt.Sprintf("[]int64 of %d", len(x))
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// Copy copies src into dst (same dtype and size).
+func (b *Backend) Copy(dst, src backends.Buffer) error {
+	d, err := asBuffer(dst)
+	if err != nil {
+		return err
+	}
+	s, err := asBuffer(src)
+	if err != nil {
+		return err
+	}
+	if d.shape.DType != s.shape.DType || d.shape.Size() != s.shape.Size() {
+		return fmt.Errorf("cpu: Copy from %s to %s", s.shape, d.shape)
+	}
+	switch dd := d.data.(type) {
+	case []float32:
+		copy(dd, s.data.([]float32))
+	case []float64:
+		copy(dd, s.data.([]float64))
+	case []int64:
+		copy(dd, s.data.([]int64))
+	}
+	return nil
+}
+
+// Close stops the worker pool.
+func (b *Backend) Close() error {
+	b.pool.close()
+	return nil
+}
+
+// compileFunc builds a kernel for fixed shapes.
+type compileFunc func(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error)
+
+// kernels maps op names to compilers. It is filled by init functions in this package only and never
+// changes afterwards.
+var kernels = map[string]compileFunc{}
+
+func register(name string, f compileFunc) {
+	if _, dup := kernels[name]; dup {
+		panic("cpu: kernel " + name + " registered twice")
+	}
+	kernels[name] = f
+}
+
+// Ops lists the op names this backend has kernels for.
+func Ops() []string {
+	names := make([]string, 0, len(kernels))
+	for n := range kernels {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Compile returns the kernel for op.
+func (b *Backend) Compile(op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
+	f, ok := kernels[op.Name()]
+	if !ok {
+		return nil, fmt.Errorf("cpu: op %s: %w (kernels: %s)", op.Name(), backends.ErrUnsupported, strings.Join(Ops(), ", "))
+	}
+	for i, s := range in {
+		if err := s.Valid(); err != nil && len(s.Dims) > 0 {
+			return nil, fmt.Errorf("cpu: op %s input %d: %w", op.Name(), i, err)
+		}
+	}
+	k, err := f(b, op, in, out)
+	if err != nil {
+		return nil, fmt.Errorf("cpu: op %s: %w", op.Name(), err)
+	}
+	return k, nil
+}
+
+// data returns the typed slice of buffer i, or an error naming it.
+func data[T float32 | float64 | int64](bufs []backends.Buffer, i int) ([]T, error) {
+	if i >= len(bufs) {
+		return nil, fmt.Errorf("cpu: missing buffer %d", i)
+	}
+	cb, err := asBuffer(bufs[i])
+	if err != nil {
+		return nil, err
+	}
+	d, ok := cb.data.([]T)
+	if !ok {
+		var zero T
+		return nil, fmt.Errorf("cpu: buffer %d holds %s, kernel expects %T", i, cb.shape.DType, zero)
+	}
+	return d, nil
+}
+
+// pool runs parallel loops on persistent goroutines.
+type pool struct {
+	threads int
+	tasks   chan task
+	once    sync.Once
+}
+
+type task struct {
+	fn     func(lo, hi int)
+	lo, hi int
+	wg     *sync.WaitGroup
+}
+
+func newPool(threads int) *pool {
+	p := &pool{threads: threads, tasks: make(chan task, threads*4)}
+	for i := 1; i < threads; i++ {
+		go func() {
+			for t := range p.tasks {
+				t.fn(t.lo, t.hi)
+				t.wg.Done()
+			}
+		}()
+	}
+	return p
+}
+
+func (p *pool) close() { p.once.Do(func() { close(p.tasks) }) }
+
+// parallelFor splits [0,n) into up to threads contiguous ranges and runs fn on them, the caller
+// taking the first. Work below minPerThread items per thread runs serially. wg must be owned by the
+// caller's kernel (so the call does not allocate).
+func (p *pool) parallelFor(wg *sync.WaitGroup, n, minPerThread int, fn func(lo, hi int)) {
+	parts := p.threads
+	if minPerThread < 1 {
+		minPerThread = 1
+	}
+	if n/minPerThread < parts {
+		parts = n / minPerThread
+	}
+	if parts <= 1 {
+		fn(0, n)
+		return
+	}
+	chunk := (n + parts - 1) / parts
+	for lo := chunk; lo < n; lo += chunk {
+		hi := min(lo+chunk, n)
+		wg.Add(1)
+		p.tasks <- task{fn: fn, lo: lo, hi: hi, wg: wg}
+	}
+	fn(0, min(chunk, n))
+	wg.Wait()
+}

@@ -1,0 +1,458 @@
+package graph
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/mamba2go/mamba2/backends"
+	"github.com/mamba2go/mamba2/ops"
+	"github.com/mamba2go/mamba2/shapes"
+	"gorgonia.org/tensor"
+)
+
+// Spec names a program's input, output or state and gives its shape.
+type Spec struct {
+	Name  string
+	Shape shapes.Shape
+}
+
+// step is one scheduled kernel call.
+type step struct {
+	app    *application
+	kernel backends.Kernel
+	in     []backends.Buffer
+	out    []backends.Buffer
+	inRef  []*Node
+	outRef []*Node
+}
+
+// Program is a compiled graph bound to a backend. It owns its intermediate buffers, its input
+// buffers and (until BindState replaces them) its state buffers. A Program is used by one goroutine
+// at a time; different Programs may run concurrently.
+type Program struct {
+	be      backends.Backend
+	steps   []step
+	bufOf   map[*Node]backends.Buffer
+	inputs  []Spec
+	inputBy map[string]*Node
+	outputs []namedNode
+	states  []*boundState
+	stateBy map[string]*boundState
+	owned   []backends.Buffer
+	dirty   bool
+	closed  bool
+}
+
+type boundState struct {
+	Spec
+	read  *Node
+	write *Node
+	buf   backends.Buffer
+	own   backends.Buffer
+}
+
+// Compile schedules what the graph's outputs and state writes need, binds Params to w (which may
+// be nil when the graph has none), compiles the kernels on be and plans the buffers. State buffers
+// start zeroed and owned by the program; BindState swaps in external ones.
+func (g *Graph) Compile(be backends.Backend, w *Weights) (*Program, error) {
+	if g.err != nil {
+		return nil, g.err
+	}
+	if be == nil {
+		return nil, errors.New("graph: Compile: nil backend")
+	}
+	if len(g.outputs) == 0 && len(g.states) == 0 {
+		return nil, errors.New("graph: Compile: the graph has no outputs and no states")
+	}
+	p := &Program{be: be, bufOf: map[*Node]backends.Buffer{}, stateBy: map[string]*boundState{}, inputBy: map[string]*Node{}, dirty: true}
+	ok := false
+	defer func() {
+		if !ok {
+			p.Close()
+		}
+	}()
+
+	// Liveness: mark what the roots need.
+	live := make([]bool, len(g.nodes))
+	var stack []*Node
+	pin := map[*Node]bool{}
+	for _, o := range g.outputs {
+		stack = append(stack, o.node)
+		pin[o.node] = true
+	}
+	for _, name := range g.order {
+		if st, ok := g.states[name]; ok && st.write != nil {
+			stack = append(stack, st.write)
+			pin[st.write] = true
+		}
+	}
+	for len(stack) > 0 {
+		n := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if live[n.id] {
+			continue
+		}
+		live[n.id] = true
+		if n.app != nil {
+			for _, o := range n.app.outputs {
+				live[o.id] = true
+			}
+			stack = append(stack, n.app.inputs...)
+		}
+	}
+
+	// Leaves: params from w, inputs and states get buffers.
+	for _, name := range g.order {
+		if n, ok := g.params[name]; ok {
+			if !live[n.id] {
+				continue
+			}
+			if w == nil {
+				return nil, fmt.Errorf("graph: param %q %s: no weights given", name, n.shape)
+			}
+			buf, found := w.Get(name)
+			if !found {
+				return nil, fmt.Errorf("graph: param %q %s: missing from weights", name, n.shape)
+			}
+			if !buf.Shape().Equal(n.shape) {
+				return nil, fmt.Errorf("graph: param %q: weights hold %s, the graph expects %s", name, buf.Shape(), n.shape)
+			}
+			p.bufOf[n] = buf
+		}
+		if n, ok := g.inputs[name]; ok {
+			buf, err := p.alloc(n.shape)
+			if err != nil {
+				return nil, fmt.Errorf("graph: input %q: %w", name, err)
+			}
+			p.bufOf[n] = buf
+			p.inputs = append(p.inputs, Spec{name, n.shape})
+			p.inputBy[name] = n
+		}
+		if st, ok := g.states[name]; ok {
+			buf, err := p.alloc(st.read.shape)
+			if err != nil {
+				return nil, fmt.Errorf("graph: state %q: %w", name, err)
+			}
+			bs := &boundState{Spec: Spec{name, st.read.shape}, read: st.read, write: st.write, buf: buf, own: buf}
+			p.states = append(p.states, bs)
+			p.stateBy[name] = bs
+			p.bufOf[st.read] = buf
+		}
+	}
+
+	// Schedule live applications in creation order (which is topological).
+	var sched []*application
+	lastUse := map[*Node]int{}
+	for _, app := range g.apps {
+		if live[app.outputs[0].id] {
+			for _, in := range app.inputs {
+				lastUse[in] = len(sched)
+			}
+			sched = append(sched, app)
+		}
+	}
+
+	// Buffer plan: reuse a freed buffer of the same shape size and dtype.
+	type key struct {
+		dt shapes.DType
+		n  int
+	}
+	free := map[key][]backends.Buffer{}
+	for si, app := range sched {
+		st := step{app: app, inRef: app.inputs, outRef: app.outputs}
+		inShapes := make([]shapes.Shape, len(app.inputs))
+		for i, n := range app.inputs {
+			inShapes[i] = n.shape
+		}
+		outShapes := make([]shapes.Shape, len(app.outputs))
+		for i, n := range app.outputs {
+			outShapes[i] = n.shape
+		}
+		var kop ops.Op = app.op
+		for {
+			d, ok := kop.(ops.KernelDelegate)
+			if !ok {
+				break
+			}
+			kop = d.KernelOp()
+		}
+		k, err := be.Compile(kop, inShapes, outShapes)
+		if err != nil {
+			return nil, fmt.Errorf("graph: compiling %s on backend %s: %w", app.outputs[0], be.Name(), err)
+		}
+		st.kernel = k
+		for _, o := range app.outputs {
+			kk := key{o.shape.DType, o.shape.Size()}
+			var buf backends.Buffer
+			if l := free[kk]; len(l) > 0 && !pin[o] {
+				buf, free[kk] = l[len(l)-1], l[:len(l)-1]
+			} else {
+				buf, err = p.alloc(o.shape)
+				if err != nil {
+					return nil, fmt.Errorf("graph: buffer for %s: %w", o, err)
+				}
+			}
+			p.bufOf[o] = buf
+		}
+		// Release inputs whose last use is this step and outputs nobody reads.
+		release := func(n *Node) {
+			if n.app == nil || pin[n] {
+				return
+			}
+			kk := key{n.shape.DType, n.shape.Size()}
+			free[kk] = append(free[kk], p.bufOf[n])
+		}
+		seen := map[*Node]bool{}
+		for _, in := range app.inputs {
+			if lastUse[in] == si && !seen[in] {
+				seen[in] = true
+				release(in)
+			}
+		}
+		for _, o := range app.outputs {
+			if _, used := lastUse[o]; !used {
+				release(o)
+			}
+		}
+		st.in = make([]backends.Buffer, len(app.inputs))
+		st.out = make([]backends.Buffer, len(app.outputs))
+		p.steps = append(p.steps, st)
+	}
+	p.outputs = append(p.outputs, g.outputs...)
+	ok = true
+	return p, nil
+}
+
+// buffers of reused shapes carry the shape of their first user; kernels see only the data.
+func (p *Program) alloc(s shapes.Shape) (backends.Buffer, error) {
+	b, err := p.be.Alloc(s)
+	if err != nil {
+		return nil, err
+	}
+	p.owned = append(p.owned, b)
+	return b, nil
+}
+
+// Backend returns the backend the program runs on.
+func (p *Program) Backend() backends.Backend { return p.be }
+
+// Inputs lists the inputs to feed.
+func (p *Program) Inputs() []Spec { return append([]Spec(nil), p.inputs...) }
+
+// Outputs lists the named outputs.
+func (p *Program) Outputs() []Spec {
+	res := make([]Spec, len(p.outputs))
+	for i, o := range p.outputs {
+		res[i] = Spec{o.name, o.node.shape}
+	}
+	return res
+}
+
+// States lists the bound states.
+func (p *Program) States() []Spec {
+	res := make([]Spec, len(p.states))
+	for i, s := range p.states {
+		res[i] = s.Spec
+	}
+	return res
+}
+
+func (p *Program) input(name string) (*Node, error) {
+	if n, ok := p.inputBy[name]; ok {
+		return n, nil
+	}
+	names := make([]string, len(p.inputs))
+	for i, s := range p.inputs {
+		names[i] = s.Name
+	}
+	return nil, fmt.Errorf("program has no input %q (inputs: %s)", name, strings.Join(names, ", "))
+}
+
+// InputBuffer returns the buffer backing input name, for callers that fill it directly.
+func (p *Program) InputBuffer(name string) (backends.Buffer, error) {
+	n, err := p.input(name)
+	if err != nil {
+		return nil, err
+	}
+	return p.bufOf[n], nil
+}
+
+// SetInput copies host data ([]float32, []float64 or []int64 of the input's dtype and size) into
+// input name.
+func (p *Program) SetInput(name string, data any) error {
+	buf, err := p.InputBuffer(name)
+	if err != nil {
+		return err
+	}
+	if err := p.be.Write(buf, data); err != nil {
+		return fmt.Errorf("input %q %s: %w", name, buf.Shape(), err)
+	}
+	return nil
+}
+
+// BindState makes the program read and write state name in buf from now on. buf must have the
+// state's shape; the program's own buffer for it is no longer used.
+func (p *Program) BindState(name string, buf backends.Buffer) error {
+	st, ok := p.stateBy[name]
+	if !ok {
+		names := make([]string, len(p.states))
+		for i, s := range p.states {
+			names[i] = s.Name
+		}
+		return fmt.Errorf("program has no state %q (states: %s)", name, strings.Join(names, ", "))
+	}
+	if buf == nil {
+		return fmt.Errorf("state %q: nil buffer", name)
+	}
+	if !buf.Shape().Equal(st.Shape) {
+		return fmt.Errorf("state %q bound with shape %s, the program expects %s", name, buf.Shape(), st.Shape)
+	}
+	st.buf = buf
+	p.bufOf[st.read] = buf
+	p.dirty = true
+	return nil
+}
+
+// StateBuffer returns the buffer currently bound to state name.
+func (p *Program) StateBuffer(name string) (backends.Buffer, error) {
+	st, ok := p.stateBy[name]
+	if !ok {
+		return nil, fmt.Errorf("program has no state %q", name)
+	}
+	return st.buf, nil
+}
+
+// Run executes the program once: kernels in schedule order, then the state write-backs.
+func (p *Program) Run() error {
+	if p.closed {
+		return errors.New("graph: Run on a closed program")
+	}
+	if p.dirty {
+		for i := range p.steps {
+			st := &p.steps[i]
+			for j, n := range st.inRef {
+				st.in[j] = p.bufOf[n]
+			}
+			for j, n := range st.outRef {
+				st.out[j] = p.bufOf[n]
+			}
+		}
+		p.dirty = false
+	}
+	for i := range p.steps {
+		st := &p.steps[i]
+		if err := st.kernel.Run(st.in, st.out); err != nil {
+			return fmt.Errorf("graph: running %s: %w", st.outRef[0], err)
+		}
+	}
+	for _, st := range p.states {
+		if st.write == nil || st.write == st.read {
+			continue
+		}
+		if err := p.be.Copy(st.buf, p.bufOf[st.write]); err != nil {
+			return fmt.Errorf("graph: writing state %q: %w", st.Name, err)
+		}
+	}
+	return nil
+}
+
+func (p *Program) output(name string) (*Node, error) {
+	for _, o := range p.outputs {
+		if o.name == name {
+			return o.node, nil
+		}
+	}
+	names := make([]string, len(p.outputs))
+	for i, o := range p.outputs {
+		names[i] = o.name
+	}
+	return nil, fmt.Errorf("program has no output %q (outputs: %s)", name, strings.Join(names, ", "))
+}
+
+// OutputBuffer returns the buffer holding output name after Run. It is overwritten by the next Run.
+func (p *Program) OutputBuffer(name string) (backends.Buffer, error) {
+	n, err := p.output(name)
+	if err != nil {
+		return nil, err
+	}
+	return p.bufOf[n], nil
+}
+
+// ReadOutput copies output name into dst (a host slice of its dtype and size).
+func (p *Program) ReadOutput(name string, dst any) error {
+	buf, err := p.OutputBuffer(name)
+	if err != nil {
+		return err
+	}
+	n, _ := p.output(name)
+	if buf.Shape().Size() != n.shape.Size() {
+		return fmt.Errorf("output %q: internal size mismatch", name)
+	}
+	if err := p.be.Read(dst, buf); err != nil {
+		return fmt.Errorf("output %q %s: %w", name, n.shape, err)
+	}
+	return nil
+}
+
+// Output returns output name as a new host tensor.
+func (p *Program) Output(name string) (*tensor.Dense, error) {
+	n, err := p.output(name)
+	if err != nil {
+		return nil, err
+	}
+	data := NewHostSlice(n.shape)
+	if err := p.ReadOutput(name, data); err != nil {
+		return nil, err
+	}
+	return ToDense(n.shape, data), nil
+}
+
+// RunDense is a convenience: it sets every input from a host tensor, runs, and returns every
+// output as a new host tensor.
+func (p *Program) RunDense(inputs map[string]*tensor.Dense) (map[string]*tensor.Dense, error) {
+	for name, t := range inputs {
+		s, data, err := FromDense(t)
+		if err != nil {
+			return nil, fmt.Errorf("input %q: %w", name, err)
+		}
+		n, err := p.input(name)
+		if err != nil {
+			return nil, err
+		}
+		if !s.Equal(n.shape) {
+			return nil, fmt.Errorf("input %q: got %s, the program expects %s", name, s, n.shape)
+		}
+		if err := p.SetInput(name, data); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.Run(); err != nil {
+		return nil, err
+	}
+	res := map[string]*tensor.Dense{}
+	for _, o := range p.outputs {
+		t, err := p.Output(o.name)
+		if err != nil {
+			return nil, err
+		}
+		res[o.name] = t
+	}
+	return res, nil
+}
+
+// Close frees the buffers the program owns (not bound states or weights).
+func (p *Program) Close() error {
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	var first error
+	for _, b := range p.owned {
+		if err := p.be.Free(b); err != nil && first == nil {
+			first = err
+		}
+	}
+	p.owned = nil
+	return first
+}
