@@ -1,0 +1,172 @@
+// Package mamba2 implements the Mamba2 causal language model of Hugging Face transformers
+// (Mamba2ForCausalLM) on the graph engine: configuration and checkpoint loading (Hugging Face and
+// original mamba_ssm layouts), the block and LM graphs, and sessions that decode with a bound
+// recurrent cache.
+//
+// A Session is the everyday entry point:
+//
+//	be, _ := backends.New("")               // "cpu" unless MAMBA2_BACKEND says otherwise
+//	m, _ := mamba2.Load(be, "path/to/checkpoint", mamba2.Options{})
+//	s, _ := m.NewSession(1)
+//	out, _ := s.FeedTokens([][]int{prompt}) // several tokens: the Prefill program
+//	next := out.ArgmaxLast()                // one id per row
+//	out, _ = s.FeedTokens([][]int{{next[0]}}) // one token: the Step program; no positions anywhere
+package mamba2
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/mamba2go/mamba2/backends"
+	"github.com/mamba2go/mamba2/cache"
+	"github.com/mamba2go/mamba2/graph"
+	"github.com/mamba2go/mamba2/shapes"
+	"gorgonia.org/tensor"
+)
+
+// Options tune how a model is loaded.
+type Options struct {
+	// DType is the compute type: shapes.Float32 (the default when zero) or shapes.Float64.
+	DType shapes.DType
+}
+
+// Model is a loaded Mamba2 causal LM: its configuration and its weights on a backend. It is safe
+// for concurrent use by many sessions.
+type Model struct {
+	Config  Config
+	be      backends.Backend
+	weights *graph.Weights
+	dtype   shapes.DType
+}
+
+// Load reads a checkpoint directory (config.json plus safetensors weights) onto be.
+func Load(be backends.Backend, dir string, opts Options) (*Model, error) {
+	ck, err := LoadCheckpoint(dir)
+	if err != nil {
+		return nil, err
+	}
+	return New(be, ck, opts)
+}
+
+// New uploads a checkpoint's weights to be.
+func New(be backends.Backend, ck *Checkpoint, opts Options) (*Model, error) {
+	if be == nil {
+		return nil, errors.New("mamba2: nil backend")
+	}
+	if ck == nil {
+		return nil, errors.New("mamba2: nil checkpoint")
+	}
+	c := ck.Config
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	dt := opts.DType
+	if dt == shapes.InvalidDType {
+		dt = shapes.Float32
+	}
+	if dt != shapes.Float32 && dt != shapes.Float64 {
+		return nil, fmt.Errorf("mamba2: dtype %s: want float32 or float64", dt)
+	}
+	m := &Model{Config: c, be: be, weights: graph.NewWeights(be), dtype: dt}
+	for name, dims := range c.ParamShapes() {
+		t, ok := ck.Tensors[name]
+		if !ok {
+			if name == LMHeadName && c.TieWordEmbeddings {
+				continue
+			}
+			m.weights.Free()
+			return nil, fmt.Errorf("mamba2: checkpoint has no tensor %s", name)
+		}
+		s, data, err := graph.FromDense(t)
+		if err != nil {
+			m.weights.Free()
+			return nil, fmt.Errorf("mamba2: tensor %s: %w", name, err)
+		}
+		if s.Size() != shapes.Make(dt, dims...).Size() {
+			m.weights.Free()
+			return nil, fmt.Errorf("mamba2: tensor %s has shape %v, the config expects %v", name, s.Dims, dims)
+		}
+		if err := m.weights.Set(name, shapes.Make(dt, dims...), convert(data, dt)); err != nil {
+			m.weights.Free()
+			return nil, fmt.Errorf("mamba2: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// convert returns host data as the compute dtype.
+func convert(data any, dt shapes.DType) any {
+	switch d := data.(type) {
+	case []float32:
+		if dt == shapes.Float32 {
+			return d
+		}
+		out := make([]float64, len(d))
+		for i, v := range d {
+			out[i] = float64(v)
+		}
+		return out
+	case []float64:
+		if dt == shapes.Float64 {
+			return d
+		}
+		out := make([]float32, len(d))
+		for i, v := range d {
+			out[i] = float32(v)
+		}
+		return out
+	}
+	return data
+}
+
+// Backend returns the backend the model runs on.
+func (m *Model) Backend() backends.Backend { return m.be }
+
+// DType returns the compute type.
+func (m *Model) DType() shapes.DType { return m.dtype }
+
+// Weights returns the model's weights on the backend.
+func (m *Model) Weights() *graph.Weights { return m.weights }
+
+// CacheSpec describes the recurrent state of one row: per layer the conv window [conv_dim, K] and
+// the SSM state [heads, head_dim, state].
+func (m *Model) CacheSpec() cache.Spec {
+	c := m.Config
+	spec := cache.Spec{DType: m.dtype, Fingerprint: c.Fingerprint()}
+	for l := 0; l < c.NumHiddenLayers; l++ {
+		spec.Tensors = append(spec.Tensors,
+			cache.TensorSpec{Name: ConvStateName(l), Dims: []int{c.ConvDim(), c.ConvKernel}},
+			cache.TensorSpec{Name: SSMStateName(l), Dims: []int{c.NumHeads, c.HeadDim, c.StateSize}})
+	}
+	return spec
+}
+
+// NewCache returns a zeroed cache for batch rows.
+func (m *Model) NewCache(batch int) (*cache.Cache, error) {
+	return cache.New(m.be, m.CacheSpec(), batch)
+}
+
+// Compile builds and compiles the causal-LM graph for spec (its DType is set to the model's).
+func (m *Model) Compile(spec GraphSpec) (*graph.Program, error) {
+	spec.DType = m.dtype
+	g := graph.New()
+	if err := BuildCausalLM(g, m.Config, spec); err != nil {
+		return nil, err
+	}
+	return g.Compile(m.be, m.weights)
+}
+
+// Close frees the weights.
+func (m *Model) Close() error { return m.weights.Free() }
+
+// Forward runs one prefill over input ids [B,T] (int64) from an empty cache and returns logits
+// [B,T,V] and the final hidden states [B,T,hidden]: the uncached forward.
+func (m *Model) Forward(ids *tensor.Dense) (*Result, error) {
+	s, err := m.NewSession(ids.Shape()[0])
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	s.Outputs = Outputs{Logits: true, Hidden: true}
+	return s.Feed(ids)
+}
