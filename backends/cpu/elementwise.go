@@ -291,7 +291,10 @@ func Softplus[T Float](x T) T {
 type clampGradKernel[T Float] struct{ lo, hi T }
 
 func compileClampGrad(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
-	o := op.(ops.ClampGradOp)
+	o, ok := op.(ops.ClampGradOp)
+	if !ok {
+		return nil, fmt.Errorf("op %T is not ops.ClampGradOp", op)
+	}
 	switch out[0].DType {
 	case shapes.Float32:
 		return &clampGradKernel[float32]{float32(o.Min), float32(o.Max)}, nil
@@ -327,7 +330,10 @@ func (k *clampGradKernel[T]) Run(in, out []backends.Buffer) error {
 type fillKernel[T Float] struct{ v T }
 
 func compileFill(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
-	o := op.(ops.FillOp)
+	o, ok := op.(ops.FillOp)
+	if !ok {
+		return nil, fmt.Errorf("op %T is not ops.FillOp", op)
+	}
 	switch out[0].DType {
 	case shapes.Float32:
 		return &fillKernel[float32]{float32(o.Value)}, nil

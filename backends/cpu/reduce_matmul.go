@@ -20,7 +20,10 @@ type sumKernel[T Float] struct {
 }
 
 func compileSum(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
-	o := op.(ops.SumOp)
+	o, ok := op.(ops.SumOp)
+	if !ok {
+		return nil, fmt.Errorf("op %T is not ops.SumOp", op)
+	}
 	keep := append([]int(nil), in[0].Dims...)
 	for _, a := range o.Axes {
 		n, err := shapes.NormAxis(a, len(keep))
@@ -83,7 +86,10 @@ type matmulKernel[T Float] struct {
 }
 
 func compileMatMul(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
-	o := op.(ops.MatMulOp)
+	o, ok := op.(ops.MatMulOp)
+	if !ok {
+		return nil, fmt.Errorf("op %T is not ops.MatMulOp", op)
+	}
 	switch out[0].DType {
 	case shapes.Float32:
 		return newMatMul[float32](be, o, in)
