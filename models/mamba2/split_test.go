@@ -115,7 +115,14 @@ func cacheValues(t *testing.T, s *mamba2.Session) []float64 {
 	for _, name := range s.Cache().Names() {
 		_, data, err := s.Cache().Read(name)
 		require.NoError(t, err)
-		all = append(all, toFloat64(tensor.New(tensor.WithShape(1), tensor.WithBacking(data)))...)
+		switch d := data.(type) {
+		case []float32:
+			for _, v := range d {
+				all = append(all, float64(v))
+			}
+		case []float64:
+			all = append(all, d...)
+		}
 	}
 	return all
 }

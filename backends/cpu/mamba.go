@@ -1,0 +1,835 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/mamba2go/mamba2/backends"
+	"github.com/mamba2go/mamba2/ops"
+	"github.com/mamba2go/mamba2/shapes"
+)
+
+// Kernels of the Mamba2 mixer: the depthwise causal convolution with carried state, the chunked
+// selective state-space scan (SSD), its one-token step and their backward passes.
+
+func init() {
+	register("CausalConv1D", compileCausalConv1D)
+	register("CausalConv1DGrad", compileCausalConv1DGrad)
+	register("SSD", compileSSD)
+	register("SSDGrad", compileSSDGrad)
+	register("SSDStep", compileSSDStep)
+}
+
+// mambaGrain is roughly how many multiply-adds one goroutine should get for a split to pay.
+const mambaGrain = 1 << 14
+
+// mambaExp is e^v computed in float64 and rounded to the buffer type.
+func mambaExp[T Float](v T) T { return T(math.Exp(float64(v))) }
+
+// mambaDot is Σ a[i]·b[i] with four independent accumulators (b at least as long as a).
+func mambaDot[T Float](a, b []T) T {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 T
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// mambaBind points *dst at buffer i of bufs, checking the element count the kernel was compiled for.
+func mambaBind[T Float](dst *[]T, bufs []backends.Buffer, i, want int, what string) error {
+	d, err := data[T](bufs, i)
+	if err != nil {
+		return err
+	}
+	if len(d) != want {
+		return fmt.Errorf("%s has %d elements, the kernel was compiled for %d", what, len(d), want)
+	}
+	*dst = d
+	return nil
+}
+
+// mambaBindAll binds consecutive buffers of bufs to dsts (sizes and names alike).
+func mambaBindAll[T Float](bufs []backends.Buffer, dsts []*[]T, sizes []int, names []string) error {
+	for i, d := range dsts {
+		if err := mambaBind(d, bufs, i, sizes[i], names[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ---- CausalConv1D ----
+
+// causalConvKernel runs CausalConv1D, parallel over channel ranges.
+type causalConvKernel[T Float] struct {
+	be                    *Backend
+	nb, nt, nc, nk        int
+	hasLen                bool
+	x, w, bias, st, y, ns []T
+	lens                  []int64
+	inDst, outDst         []*[]T
+	inSize, outSize       []int
+	fn                    func(lo, hi int)
+	wg                    sync.WaitGroup
+}
+
+var (
+	convInNames      = []string{"x", "w", "bias", "state"}
+	convOutNames     = []string{"y", "newState"}
+	convGradInNames  = []string{"x", "w", "bias", "state", "gy", "gNewState"}
+	convGradOutNames = []string{"dx", "dw", "dbias", "dstate"}
+)
+
+func compileCausalConv1D(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
+	o, ok := op.(ops.CausalConv1DOp)
+	if !ok || len(out) != 2 {
+		return nil, fmt.Errorf("bad op or arity")
+	}
+	if _, err := o.Infer(in); err != nil {
+		return nil, err
+	}
+	switch in[0].DType {
+	case shapes.Float32:
+		return newCausalConv[float32](be, in), nil
+	case shapes.Float64:
+		return newCausalConv[float64](be, in), nil
+	}
+	return nil, fmt.Errorf("dtype %s: %w", in[0].DType, backends.ErrUnsupported)
+}
+
+func newCausalConv[T Float](be *Backend, in []shapes.Shape) *causalConvKernel[T] {
+	x, w := in[0].Dims, in[1].Dims
+	k := &causalConvKernel[T]{be: be, nb: x[0], nt: x[1], nc: x[2], nk: w[1], hasLen: len(in) == 5}
+	bsz, ssz := k.nb*k.nt*k.nc, k.nb*k.nc*k.nk
+	k.inDst = []*[]T{&k.x, &k.w, &k.bias, &k.st}
+	k.inSize = []int{bsz, k.nc * k.nk, k.nc, ssz}
+	k.outDst = []*[]T{&k.y, &k.ns}
+	k.outSize = []int{bsz, ssz}
+	k.fn = k.channels
+	return k
+}
+
+// convLengths binds and validates the optional lengths input (index i) against T.
+func convLengths(in []backends.Buffer, i, nb, nt int) ([]int64, error) {
+	l, err := data[int64](in, i)
+	if err != nil {
+		return nil, err
+	}
+	if len(l) != nb {
+		return nil, fmt.Errorf("lengths has %d elements, the kernel was compiled for %d", len(l), nb)
+	}
+	for b, v := range l {
+		if v < 0 || v > int64(nt) {
+			return nil, fmt.Errorf("lengths[%d] = %d is outside [0, %d]", b, v, nt)
+		}
+	}
+	return l, nil
+}
+
+func (k *causalConvKernel[T]) Run(in, out []backends.Buffer) error {
+	if err := mambaBindAll(in, k.inDst, k.inSize, convInNames); err != nil {
+		return err
+	}
+	if err := mambaBindAll(out, k.outDst, k.outSize, convOutNames); err != nil {
+		return err
+	}
+	if k.hasLen {
+		l, err := convLengths(in, 4, k.nb, k.nt)
+		if err != nil {
+			return err
+		}
+		k.lens = l
+	}
+	k.be.pool.parallelFor(&k.wg, k.nc, max(1, mambaGrain/max(1, k.nb*k.nt*k.nk)), k.fn)
+	return nil
+}
+
+// channels computes y and newState for channels lo..hi of every row. newState is written after
+// y and in increasing column order, so it may share memory with state.
+func (k *causalConvKernel[T]) channels(lo, hi int) {
+	nt, nc, nk := k.nt, k.nc, k.nk
+	for b := 0; b < k.nb; b++ {
+		valid := nt
+		if k.hasLen {
+			valid = int(k.lens[b])
+		}
+		xb, yb := k.x[b*nt*nc:(b+1)*nt*nc], k.y[b*nt*nc:(b+1)*nt*nc]
+		sb, nsb := k.st[b*nc*nk:(b+1)*nc*nk], k.ns[b*nc*nk:(b+1)*nc*nk]
+		for t := 0; t < valid; t++ {
+			yr := yb[t*nc+lo : t*nc+hi]
+			copy(yr, k.bias[lo:hi])
+			for j := 0; j < nk; j++ {
+				src := t + 1 + j - nk // time index into x; negative reads the state
+				if src >= 0 {
+					xr := xb[src*nc+lo : src*nc+hi]
+					for i, xv := range xr {
+						yr[i] += k.w[(lo+i)*nk+j] * xv
+					}
+				} else {
+					col := nk + src
+					for i := range yr {
+						c := lo + i
+						yr[i] += k.w[c*nk+j] * sb[c*nk+col]
+					}
+				}
+			}
+		}
+		for t := valid; t < nt; t++ {
+			clear(yb[t*nc+lo : t*nc+hi])
+		}
+		for c := lo; c < hi; c++ {
+			for j := 0; j < nk; j++ {
+				if m := valid + j; m >= nk {
+					nsb[c*nk+j] = xb[(m-nk)*nc+c]
+				} else {
+					nsb[c*nk+j] = sb[c*nk+m]
+				}
+			}
+		}
+	}
+}
+
+// causalConvGradKernel runs CausalConv1DGrad, parallel over channel ranges (each range owns its
+// rows of dw and dbias, so nothing is shared).
+type causalConvGradKernel[T Float] struct {
+	be                     *Backend
+	nb, nt, nc, nk         int
+	hasLen                 bool
+	x, w, bias, st, gy, gs []T
+	dx, dw, dbias, dst     []T
+	lens                   []int64
+	inDst, outDst          []*[]T
+	inSize, outSize        []int
+	fn                     func(lo, hi int)
+	wg                     sync.WaitGroup
+}
+
+func compileCausalConv1DGrad(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
+	o, ok := op.(ops.CausalConv1DGradOp)
+	if !ok || len(out) != 4 {
+		return nil, fmt.Errorf("bad op or arity")
+	}
+	if _, err := o.Infer(in); err != nil {
+		return nil, err
+	}
+	switch in[0].DType {
+	case shapes.Float32:
+		return newCausalConvGrad[float32](be, in), nil
+	case shapes.Float64:
+		return newCausalConvGrad[float64](be, in), nil
+	}
+	return nil, fmt.Errorf("dtype %s: %w", in[0].DType, backends.ErrUnsupported)
+}
+
+func newCausalConvGrad[T Float](be *Backend, in []shapes.Shape) *causalConvGradKernel[T] {
+	x, w := in[0].Dims, in[1].Dims
+	k := &causalConvGradKernel[T]{be: be, nb: x[0], nt: x[1], nc: x[2], nk: w[1], hasLen: len(in) == 7}
+	bsz, ssz := k.nb*k.nt*k.nc, k.nb*k.nc*k.nk
+	k.inDst = []*[]T{&k.x, &k.w, &k.bias, &k.st, &k.gy, &k.gs}
+	k.inSize = []int{bsz, k.nc * k.nk, k.nc, ssz, bsz, ssz}
+	k.outDst = []*[]T{&k.dx, &k.dw, &k.dbias, &k.dst}
+	k.outSize = []int{bsz, k.nc * k.nk, k.nc, ssz}
+	k.fn = k.channels
+	return k
+}
+
+func (k *causalConvGradKernel[T]) Run(in, out []backends.Buffer) error {
+	if err := mambaBindAll(in, k.inDst, k.inSize, convGradInNames); err != nil {
+		return err
+	}
+	if err := mambaBindAll(out, k.outDst, k.outSize, convGradOutNames); err != nil {
+		return err
+	}
+	if k.hasLen {
+		l, err := convLengths(in, 6, k.nb, k.nt)
+		if err != nil {
+			return err
+		}
+		k.lens = l
+	}
+	k.be.pool.parallelFor(&k.wg, k.nc, max(1, mambaGrain/max(1, 3*k.nb*k.nt*k.nk)), k.fn)
+	return nil
+}
+
+// channels computes the gradients for channels lo..hi. With u the state columns followed by x,
+// y[t] reads u[t+1+j] through tap j and newState[j] is u[valid+j].
+func (k *causalConvGradKernel[T]) channels(lo, hi int) {
+	nt, nc, nk := k.nt, k.nc, k.nk
+	dw, dbias := k.dw[lo*nk:hi*nk], k.dbias[lo:hi]
+	clear(dw)
+	clear(dbias)
+	for b := 0; b < k.nb; b++ {
+		valid := nt
+		if k.hasLen {
+			valid = int(k.lens[b])
+		}
+		xb, gyb, dxb := k.x[b*nt*nc:(b+1)*nt*nc], k.gy[b*nt*nc:(b+1)*nt*nc], k.dx[b*nt*nc:(b+1)*nt*nc]
+		sb, gsb, dsb := k.st[b*nc*nk:(b+1)*nc*nk], k.gs[b*nc*nk:(b+1)*nc*nk], k.dst[b*nc*nk:(b+1)*nc*nk]
+		// dbias and dw: Σ_t gy[t]·(1, u[t+1+j]).
+		for t := 0; t < valid; t++ {
+			gr := gyb[t*nc+lo : t*nc+hi]
+			for i, g := range gr {
+				dbias[i] += g
+			}
+			for j := 0; j < nk; j++ {
+				src := t + 1 + j - nk
+				if src >= 0 {
+					xr := xb[src*nc+lo : src*nc+hi]
+					for i, g := range gr {
+						dw[i*nk+j] += g * xr[i]
+					}
+				} else {
+					col := nk + src
+					for i, g := range gr {
+						dw[i*nk+j] += g * sb[(lo+i)*nk+col]
+					}
+				}
+			}
+		}
+		// dx[s] = Σ_j w[j]·gy[s+nk−1−j] (outputs before valid) + gNewState[nk+s−valid].
+		for s := 0; s < nt; s++ {
+			dr := dxb[s*nc+lo : s*nc+hi]
+			clear(dr)
+			if s >= valid {
+				continue
+			}
+			for j := 0; j < nk; j++ {
+				t := s + nk - 1 - j
+				if t >= valid {
+					continue
+				}
+				gr := gyb[t*nc+lo : t*nc+hi]
+				for i, g := range gr {
+					dr[i] += k.w[(lo+i)*nk+j] * g
+				}
+			}
+			if col := nk + s - valid; col >= 0 {
+				for i := range dr {
+					dr[i] += gsb[(lo+i)*nk+col]
+				}
+			}
+		}
+		// dstate[col] = Σ_{j<col} w[j]·gy[col−1−j] + gNewState[col−valid].
+		for c := lo; c < hi; c++ {
+			for col := 0; col < nk; col++ {
+				var acc T
+				for j := 0; j < col; j++ {
+					if t := col - 1 - j; t < valid {
+						acc += k.w[c*nk+j] * gyb[t*nc+c]
+					}
+				}
+				if col >= valid {
+					acc += gsb[c*nk+col-valid]
+				}
+				dsb[c*nk+col] = acc
+			}
+		}
+	}
+}
+
+// ---- SSD (chunked scan) ----
+
+var (
+	ssdInNames      = []string{"x", "dt", "A", "B", "C", "D", "state"}
+	ssdOutNames     = []string{"y", "newState"}
+	ssdGradInNames  = []string{"x", "dt", "A", "B", "C", "D", "state", "gy", "gNewState"}
+	ssdGradOutNames = []string{"dx", "ddt", "dA", "dB", "dC", "dD", "dstate"}
+)
+
+// ssdSizes returns the element counts of SSD's inputs x, dt, A, B, C, D, state.
+func ssdSizes(d ops.SSDDims) []int {
+	return []int{d.B * d.T * d.H * d.P, d.B * d.T * d.H, d.H, d.B * d.T * d.G * d.N, d.B * d.T * d.G * d.N,
+		d.H, d.B * d.H * d.P * d.N}
+}
+
+// ssdKernel runs SSD by state-space duality. Phase one computes, per batch row, group and chunk,
+// the lower triangle of C·Bᵀ (shared by the heads of the group). Phase two, parallel over batch ×
+// heads, walks the chunks in order: with cs the cumulative sum of dt·A inside the chunk,
+//
+//	y_i = exp(cs_i)·S·C_i + Σ_{j≤i} (C_i·B_j)·exp(cs_i − cs_j)·dt_j·x_j + D·x_i
+//	S  ← exp(cs_last)·S + Σ_j exp(cs_last − cs_j)·dt_j·x_j ⊗ B_j
+//
+// where S is the state entering the chunk (the initial state for the first one). The last chunk
+// may be shorter than the chunk size.
+type ssdKernel[T Float] struct {
+	be                              *Backend
+	d                               ops.SSDDims
+	q, nc, hpg                      int
+	x, dt, a, bm, cm, dd, st, y, ns []T
+	cb                              []T // [B, G, nc, q, q]: C_i·B_j for j ≤ i
+	cs                              []T // [B·H, q]: cumulative dt·A of the current chunk, per item
+	inDst, outDst                   []*[]T
+	inSize, outSize                 []int
+	cbFn, headFn                    func(lo, hi int)
+	wg                              sync.WaitGroup
+}
+
+func compileSSD(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
+	o, ok := op.(ops.SSDOp)
+	if !ok || len(out) != 2 {
+		return nil, fmt.Errorf("bad op or arity")
+	}
+	if _, err := o.Infer(in); err != nil {
+		return nil, err
+	}
+	d, _ := ops.CheckSSD(in, false)
+	switch in[0].DType {
+	case shapes.Float32:
+		return newSSD[float32](be, d, o.ChunkSize), nil
+	case shapes.Float64:
+		return newSSD[float64](be, d, o.ChunkSize), nil
+	}
+	return nil, fmt.Errorf("dtype %s: %w", in[0].DType, backends.ErrUnsupported)
+}
+
+func newSSD[T Float](be *Backend, d ops.SSDDims, chunk int) *ssdKernel[T] {
+	q := min(chunk, d.T)
+	k := &ssdKernel[T]{be: be, d: d, q: q, nc: (d.T + q - 1) / q, hpg: d.H / d.G}
+	k.cb = make([]T, d.B*d.G*k.nc*q*q)
+	k.cs = make([]T, d.B*d.H*q)
+	k.inDst = []*[]T{&k.x, &k.dt, &k.a, &k.bm, &k.cm, &k.dd, &k.st}
+	k.inSize = ssdSizes(d)
+	k.outDst = []*[]T{&k.y, &k.ns}
+	k.outSize = []int{k.inSize[0], k.inSize[6]}
+	k.cbFn = k.chunkCB
+	k.headFn = k.heads
+	return k
+}
+
+func (k *ssdKernel[T]) Run(in, out []backends.Buffer) error {
+	if err := mambaBindAll(in, k.inDst, k.inSize, ssdInNames); err != nil {
+		return err
+	}
+	if err := mambaBindAll(out, k.outDst, k.outSize, ssdOutNames); err != nil {
+		return err
+	}
+	d := k.d
+	k.be.pool.parallelFor(&k.wg, d.B*d.G*k.nc, max(1, mambaGrain/max(1, k.q*k.q*d.N/2)), k.cbFn)
+	perHead := d.T * (k.q*(d.P+1)/2 + 3*d.P*d.N)
+	k.be.pool.parallelFor(&k.wg, d.B*d.H, max(1, mambaGrain/max(1, perHead)), k.headFn)
+	return nil
+}
+
+// chunkCB fills the C·Bᵀ lower triangles of items lo..hi (item = (b·G + g)·nc + chunk).
+func (k *ssdKernel[T]) chunkCB(lo, hi int) {
+	d, q := k.d, k.q
+	for it := lo; it < hi; it++ {
+		c := it % k.nc
+		bg := it / k.nc
+		b, g := bg/d.G, bg%d.G
+		t0 := c * q
+		n := min(q, d.T-t0)
+		cb := k.cb[it*q*q : (it+1)*q*q]
+		for i := 0; i < n; i++ {
+			ci := k.cm[((b*d.T+t0+i)*d.G+g)*d.N:][:d.N]
+			row := cb[i*q : i*q+i+1]
+			for j := range row {
+				bj := k.bm[((b*d.T+t0+j)*d.G+g)*d.N:][:d.N]
+				row[j] = mambaDot(ci, bj)
+			}
+		}
+	}
+}
+
+// heads runs the chunk recurrence for items lo..hi (item = b·H + h). The state lives in newState,
+// which is first copied from state (so the two may share memory).
+func (k *ssdKernel[T]) heads(lo, hi int) {
+	d, q := k.d, k.q
+	nT, nH, nP, nG, nN := d.T, d.H, d.P, d.G, d.N
+	pn := nP * nN
+	for it := lo; it < hi; it++ {
+		b, h := it/nH, it%nH
+		g := h / k.hpg
+		av, dv := k.a[h], k.dd[h]
+		S := k.ns[it*pn : (it+1)*pn]
+		copy(S, k.st[it*pn:(it+1)*pn])
+		cs := k.cs[it*q : (it+1)*q]
+		for c := 0; c < k.nc; c++ {
+			t0 := c * q
+			n := min(q, nT-t0)
+			var acc T
+			for i := 0; i < n; i++ {
+				acc += k.dt[(b*nT+t0+i)*nH+h] * av
+				cs[i] = acc
+			}
+			cb := k.cb[((b*nG+g)*k.nc+c)*q*q:]
+			for i := 0; i < n; i++ {
+				t := t0 + i
+				xo := ((b*nT+t)*nH + h) * nP
+				yi, xi := k.y[xo:xo+nP], k.x[xo:xo+nP]
+				ci := k.cm[((b*nT+t)*nG+g)*nN:][:nN]
+				// Inter-chunk part: the entering state read through C_i, decayed to token i.
+				e := mambaExp(cs[i])
+				for p := range yi {
+					yi[p] = e*mambaDot(S[p*nN:(p+1)*nN], ci) + dv*xi[p]
+				}
+				// Intra-chunk part: the decay-masked C·Bᵀ row times dt·x.
+				for j, cbv := range cb[i*q : i*q+i+1] {
+					f := cbv * mambaExp(cs[i]-cs[j]) * k.dt[(b*nT+t0+j)*nH+h]
+					if f == 0 {
+						continue
+					}
+					xj := k.x[((b*nT+t0+j)*nH+h)*nP:][:nP]
+					for p, xv := range xj {
+						yi[p] += f * xv
+					}
+				}
+			}
+			// Pass the state to the next chunk.
+			last := cs[n-1]
+			if e := mambaExp(last); e != 1 {
+				for i := range S {
+					S[i] *= e
+				}
+			}
+			for j := 0; j < n; j++ {
+				t := t0 + j
+				wj := mambaExp(last-cs[j]) * k.dt[(b*nT+t)*nH+h]
+				if wj == 0 {
+					continue
+				}
+				xj := k.x[((b*nT+t)*nH+h)*nP:][:nP]
+				bj := k.bm[((b*nT+t)*nG+g)*nN:][:nN]
+				for p, xv := range xj {
+					f := wj * xv
+					row := S[p*nN : (p+1)*nN]
+					for m, bv := range bj {
+						row[m] += f * bv
+					}
+				}
+			}
+		}
+	}
+}
+
+// ---- SSDStep ----
+
+// ssdStepKernel advances the recurrence by one token, parallel over batch × heads. It updates
+// element-wise, so newState may share memory with state.
+type ssdStepKernel[T Float] struct {
+	be                              *Backend
+	d                               ops.SSDDims
+	hpg                             int
+	x, dt, a, bm, cm, dd, st, y, ns []T
+	inDst, outDst                   []*[]T
+	inSize, outSize                 []int
+	fn                              func(lo, hi int)
+	wg                              sync.WaitGroup
+}
+
+func compileSSDStep(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
+	o, ok := op.(ops.SSDStepOp)
+	if !ok || len(out) != 2 {
+		return nil, fmt.Errorf("bad op or arity")
+	}
+	if _, err := o.Infer(in); err != nil {
+		return nil, err
+	}
+	d, _ := ops.CheckSSD(in, true)
+	switch in[0].DType {
+	case shapes.Float32:
+		return newSSDStep[float32](be, d), nil
+	case shapes.Float64:
+		return newSSDStep[float64](be, d), nil
+	}
+	return nil, fmt.Errorf("dtype %s: %w", in[0].DType, backends.ErrUnsupported)
+}
+
+func newSSDStep[T Float](be *Backend, d ops.SSDDims) *ssdStepKernel[T] {
+	k := &ssdStepKernel[T]{be: be, d: d, hpg: d.H / d.G}
+	k.inDst = []*[]T{&k.x, &k.dt, &k.a, &k.bm, &k.cm, &k.dd, &k.st}
+	k.inSize = ssdSizes(d)
+	k.outDst = []*[]T{&k.y, &k.ns}
+	k.outSize = []int{k.inSize[0], k.inSize[6]}
+	k.fn = k.heads
+	return k
+}
+
+func (k *ssdStepKernel[T]) Run(in, out []backends.Buffer) error {
+	if err := mambaBindAll(in, k.inDst, k.inSize, ssdInNames); err != nil {
+		return err
+	}
+	if err := mambaBindAll(out, k.outDst, k.outSize, ssdOutNames); err != nil {
+		return err
+	}
+	d := k.d
+	k.be.pool.parallelFor(&k.wg, d.B*d.H, max(1, mambaGrain/max(1, 3*d.P*d.N)), k.fn)
+	return nil
+}
+
+func (k *ssdStepKernel[T]) heads(lo, hi int) {
+	d := k.d
+	nP, nN := d.P, d.N
+	pn := nP * nN
+	for it := lo; it < hi; it++ {
+		b, h := it/d.H, it%d.H
+		g := h / k.hpg
+		dtv := k.dt[it]
+		decay := mambaExp(dtv * k.a[h])
+		xi, yi := k.x[it*nP:(it+1)*nP], k.y[it*nP:(it+1)*nP]
+		bo := (b*d.G + g) * nN
+		bv, cv := k.bm[bo:bo+nN], k.cm[bo:bo+nN]
+		S, O := k.st[it*pn:(it+1)*pn], k.ns[it*pn:(it+1)*pn]
+		dv := k.dd[h]
+		for p, xv := range xi {
+			f := dtv * xv
+			srow, orow := S[p*nN:(p+1)*nN], O[p*nN:(p+1)*nN]
+			var s T
+			for m := range orow {
+				v := decay*srow[m] + f*bv[m]
+				orow[m] = v
+				s += v * cv[m]
+			}
+			yi[p] = s + dv*xv
+		}
+	}
+}
+
+// ---- SSDGrad ----
+
+// ssdGradScratch is one worker's memory: state checkpoints at segment starts, the recomputed
+// states of one segment, and the running state adjoint.
+type ssdGradScratch[T Float] struct {
+	ckpt, seg, gm []T
+}
+
+// ssdGradKernel runs SSDGrad as the exact reverse of the token recurrence. Per head it walks
+// forward once storing the state at the start of every segment of ⌈√T⌉ tokens, then walks the
+// segments backwards, recomputing each one's per-token states, and propagates the state adjoint
+// G (starting from gNewState):
+//
+//	G += gy_t ⊗ C_t;  dC_t += Sᵀ_t·gy_t;  dx_t = D·gy_t + dt_t·G·B_t;  dB_t += dt_t·Gᵀ·x_t
+//	ddt_t = xᵀ_t·G·B_t + A·a_t·⟨G, S_{t−1}⟩;  dA += dt_t·a_t·⟨G, S_{t−1}⟩;  G ← a_t·G
+//
+// with a_t = exp(dt_t·A). Work items are (batch row, group, part of the group's heads): the heads
+// of one item add into the same dB/dC rows, and items of one group write separate partial sums
+// (reduced afterwards) only when there are too few groups to keep the workers busy. dA and dD
+// are summed per (row, head) and reduced at the end, so results do not depend on the schedule.
+type ssdGradKernel[T Float] struct {
+	be                       *Backend
+	d                        ops.SSDDims
+	hpg, parts, perPart      int
+	segLen, nseg             int
+	x, dt, a, bm, cm, dd, st []T
+	gy, gs                   []T
+	dx, ddt, dA, dB, dC      []T
+	dD, dst                  []T
+	pdB, pdC                 []T // [B, G, parts, T, N] when parts > 1
+	pdA, pdD                 []T // [B·H]
+	slots                    chan *ssdGradScratch[T]
+	inDst, outDst            []*[]T
+	inSize, outSize          []int
+	fn, reduceFn             func(lo, hi int)
+	wg                       sync.WaitGroup
+}
+
+func compileSSDGrad(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
+	o, ok := op.(ops.SSDGradOp)
+	if !ok || len(out) != 7 {
+		return nil, fmt.Errorf("bad op or arity")
+	}
+	if _, err := o.Infer(in); err != nil {
+		return nil, err
+	}
+	d, _ := ops.CheckSSD(in[:7], false)
+	switch in[0].DType {
+	case shapes.Float32:
+		return newSSDGrad[float32](be, d), nil
+	case shapes.Float64:
+		return newSSDGrad[float64](be, d), nil
+	}
+	return nil, fmt.Errorf("dtype %s: %w", in[0].DType, backends.ErrUnsupported)
+}
+
+func newSSDGrad[T Float](be *Backend, d ops.SSDDims) *ssdGradKernel[T] {
+	k := &ssdGradKernel[T]{be: be, d: d, hpg: d.H / d.G}
+	threads := be.pool.threads
+	k.parts = min(k.hpg, max(1, (threads+d.B*d.G-1)/(d.B*d.G)))
+	k.perPart = (k.hpg + k.parts - 1) / k.parts
+	k.parts = (k.hpg + k.perPart - 1) / k.perPart
+	k.segLen = max(1, int(math.Ceil(math.Sqrt(float64(d.T)))))
+	k.nseg = (d.T + k.segLen - 1) / k.segLen
+	if k.parts > 1 {
+		k.pdB = make([]T, d.B*d.G*k.parts*d.T*d.N)
+		k.pdC = make([]T, len(k.pdB))
+	}
+	k.pdA = make([]T, d.B*d.H)
+	k.pdD = make([]T, d.B*d.H)
+	pn := d.P * d.N
+	k.slots = make(chan *ssdGradScratch[T], threads)
+	for i := 0; i < threads; i++ {
+		k.slots <- &ssdGradScratch[T]{
+			ckpt: make([]T, k.nseg*pn),
+			seg:  make([]T, (k.segLen+1)*pn),
+			gm:   make([]T, pn),
+		}
+	}
+	sizes := ssdSizes(d)
+	k.inDst = []*[]T{&k.x, &k.dt, &k.a, &k.bm, &k.cm, &k.dd, &k.st, &k.gy, &k.gs}
+	k.inSize = append(append([]int(nil), sizes...), sizes[0], sizes[6])
+	k.outDst = []*[]T{&k.dx, &k.ddt, &k.dA, &k.dB, &k.dC, &k.dD, &k.dst}
+	k.outSize = sizes
+	k.fn = k.items
+	k.reduceFn = k.reduceBC
+	return k
+}
+
+func (k *ssdGradKernel[T]) Run(in, out []backends.Buffer) error {
+	if err := mambaBindAll(in, k.inDst, k.inSize, ssdGradInNames); err != nil {
+		return err
+	}
+	if err := mambaBindAll(out, k.outDst, k.outSize, ssdGradOutNames); err != nil {
+		return err
+	}
+	d := k.d
+	k.be.pool.parallelFor(&k.wg, d.B*d.G*k.parts, 1, k.fn)
+	if k.parts > 1 {
+		k.be.pool.parallelFor(&k.wg, d.B*d.G, max(1, mambaGrain/max(1, k.parts*d.T*d.N)), k.reduceFn)
+	}
+	for h := 0; h < d.H; h++ {
+		var sa, sd T
+		for b := 0; b < d.B; b++ {
+			sa += k.pdA[b*d.H+h]
+			sd += k.pdD[b*d.H+h]
+		}
+		k.dA[h], k.dD[h] = sa, sd
+	}
+	return nil
+}
+
+// advance writes into dst the state after token t of row b, head h (group g), from src.
+func (k *ssdGradKernel[T]) advance(dst, src []T, b, h, g, t int) {
+	d := k.d
+	nN := d.N
+	dtv := k.dt[(b*d.T+t)*d.H+h]
+	decay := mambaExp(dtv * k.a[h])
+	xt := k.x[((b*d.T+t)*d.H+h)*d.P:][:d.P]
+	bt := k.bm[((b*d.T+t)*d.G+g)*nN:][:nN]
+	for p, xv := range xt {
+		f := dtv * xv
+		s, o := src[p*nN:(p+1)*nN], dst[p*nN:(p+1)*nN]
+		for m, bv := range bt {
+			o[m] = decay*s[m] + f*bv
+		}
+	}
+}
+
+// items processes work items lo..hi (item = (b·G + g)·parts + part).
+func (k *ssdGradKernel[T]) items(lo, hi int) {
+	sc := <-k.slots
+	d := k.d
+	nT, nN := d.T, d.N
+	for it := lo; it < hi; it++ {
+		part := it % k.parts
+		bg := it / k.parts
+		b, g := bg/d.G, bg%d.G
+		// Where this item's dB/dC rows go: the outputs, or its partial sums.
+		tgtB, tgtC, base, stride := k.dB, k.dC, (b*nT*d.G+g)*nN, d.G*nN
+		if k.parts > 1 {
+			tgtB, tgtC, base, stride = k.pdB, k.pdC, it*nT*nN, nN
+		}
+		for t := 0; t < nT; t++ {
+			clear(tgtB[base+t*stride : base+t*stride+nN])
+			clear(tgtC[base+t*stride : base+t*stride+nN])
+		}
+		h0 := g*k.hpg + part*k.perPart
+		for h := h0; h < min(h0+k.perPart, (g+1)*k.hpg); h++ {
+			k.head(sc, b, h, g, tgtB, tgtC, base, stride)
+		}
+	}
+	k.slots <- sc
+}
+
+// head back-propagates through the recurrence of row b, head h.
+func (k *ssdGradKernel[T]) head(sc *ssdGradScratch[T], b, h, g int, tgtB, tgtC []T, base, stride int) {
+	d := k.d
+	nT, nH, nP, nN := d.T, d.H, d.P, d.N
+	pn := nP * nN
+	bh := b*nH + h
+	ckpt, seg, gm := sc.ckpt, sc.seg, sc.gm
+	copy(ckpt[:pn], k.st[bh*pn:(bh+1)*pn])
+	for s := 0; s+1 < k.nseg; s++ {
+		cur := ckpt[s*pn : (s+1)*pn]
+		for t := s * k.segLen; t < (s+1)*k.segLen; t++ {
+			k.advance(ckpt[(s+1)*pn:(s+2)*pn], cur, b, h, g, t)
+			cur = ckpt[(s+1)*pn : (s+2)*pn]
+		}
+	}
+	copy(gm, k.gs[bh*pn:(bh+1)*pn])
+	av, dv := k.a[h], k.dd[h]
+	var dAacc, dDacc T
+	for s := k.nseg - 1; s >= 0; s-- {
+		t0 := s * k.segLen
+		n := min(k.segLen, nT-t0)
+		copy(seg[:pn], ckpt[s*pn:(s+1)*pn])
+		for i := 0; i < n; i++ {
+			k.advance(seg[(i+1)*pn:(i+2)*pn], seg[i*pn:(i+1)*pn], b, h, g, t0+i)
+		}
+		for i := n - 1; i >= 0; i-- {
+			t := t0 + i
+			st, sp := seg[(i+1)*pn:(i+2)*pn], seg[i*pn:(i+1)*pn]
+			xo := ((b*nT+t)*nH + h) * nP
+			xt, gyt, dxt := k.x[xo:xo+nP], k.gy[xo:xo+nP], k.dx[xo:xo+nP]
+			bo := ((b*nT+t)*d.G + g) * nN
+			bt, ct := k.bm[bo:bo+nN], k.cm[bo:bo+nN]
+			to := base + t*stride
+			dBt, dCt := tgtB[to:to+nN], tgtC[to:to+nN]
+			dtv := k.dt[(b*nT+t)*nH+h]
+			decay := mambaExp(dtv * av)
+			var gx, gsum T
+			for p, xv := range xt {
+				gp := gyt[p]
+				dDacc += gp * xv
+				grow, srow, prow := gm[p*nN:(p+1)*nN], st[p*nN:(p+1)*nN], sp[p*nN:(p+1)*nN]
+				f := dtv * xv
+				var v T
+				for m := range grow {
+					dCt[m] += gp * srow[m]
+					gv := grow[m] + gp*ct[m]
+					v += gv * bt[m]
+					gsum += gv * prow[m]
+					dBt[m] += f * gv
+					grow[m] = decay * gv
+				}
+				dxt[p] = dv*gp + dtv*v
+				gx += xv * v
+			}
+			k.ddt[(b*nT+t)*nH+h] = gx + av*decay*gsum
+			dAacc += dtv * decay * gsum
+		}
+	}
+	copy(k.dst[bh*pn:(bh+1)*pn], gm)
+	k.pdA[bh], k.pdD[bh] = dAacc, dDacc
+}
+
+// reduceBC sums the partial dB/dC of items lo..hi (item = b·G + g) into the outputs.
+func (k *ssdGradKernel[T]) reduceBC(lo, hi int) {
+	d := k.d
+	nT, nN := d.T, d.N
+	for bg := lo; bg < hi; bg++ {
+		b, g := bg/d.G, bg%d.G
+		for t := 0; t < nT; t++ {
+			o := ((b*nT+t)*d.G + g) * nN
+			ob, oc := k.dB[o:o+nN], k.dC[o:o+nN]
+			clear(ob)
+			clear(oc)
+			for part := 0; part < k.parts; part++ {
+				p := ((bg*k.parts+part)*nT + t) * nN
+				pb, pc := k.pdB[p:p+nN], k.pdC[p:p+nN]
+				for m := range ob {
+					ob[m] += pb[m]
+					oc[m] += pc[m]
+				}
+			}
+		}
+	}
+}
