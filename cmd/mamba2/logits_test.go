@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mamba2go/mamba2/safetensors"
+	"github.com/stretchr/testify/require"
+)
+
+var tinyDir = filepath.Join("..", "..", "testdata", "hf-mamba2", "tiny")
+
+func runCLI(args ...string) (code int, stdout, stderr string) {
+	var o, e bytes.Buffer
+	code = run(args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+func readF32(t *testing.T, path, name string) ([]float32, []int) {
+	t.Helper()
+	f, err := safetensors.Open(path)
+	require.NoError(t, err)
+	d, s, err := f.Float32(name)
+	require.NoError(t, err, name)
+	return d, s
+}
+
+func maxAbs(a, b []float32) float64 {
+	m := 0.0
+	for i := range a {
+		m = math.Max(m, math.Abs(float64(a[i])-float64(b[i])))
+	}
+	return m
+}
+
+func TestLogitsMatchesGolden(t *testing.T) {
+	golden := filepath.Join(tinyDir, "case.safetensors")
+	for _, sched := range []string{"", "13,1,1,1,1,1,1,1,1", "2,3,1,15"} {
+		out := filepath.Join(t.TempDir(), "out.safetensors")
+		args := []string{"logits", "--model", tinyDir, "--input", golden, "--out", out}
+		if sched != "" {
+			args = append(args, "--schedule", sched)
+		}
+		code, _, stderr := runCLI(args...)
+		require.Equal(t, 0, code, stderr)
+		for _, pair := range [][2]string{{"logits", "logits_full"}, {"hidden", "hidden_full"}, {"conv_state", "conv_state"}, {"ssm_state", "ssm_state"}} {
+			got, gs := readF32(t, out, pair[0])
+			want, ws := readF32(t, golden, pair[1])
+			require.Equal(t, ws, gs, pair[0])
+			require.LessOrEqual(t, maxAbs(got, want), 1e-4, "%s (schedule %q)", pair[0], sched)
+		}
+	}
+}
+
+func TestLogitsEmbeds(t *testing.T) {
+	golden := filepath.Join(tinyDir, "case.safetensors")
+	out := filepath.Join(t.TempDir(), "out.safetensors")
+	code, _, stderr := runCLI("logits", "--model", tinyDir, "--input", golden, "--out", out, "--embeds", "--schedule", "5,1,15")
+	require.Equal(t, 0, code, stderr)
+	got, _ := readF32(t, out, "logits")
+	want, _ := readF32(t, golden, "logits_full_embeds")
+	require.LessOrEqual(t, maxAbs(got, want), 1e-4)
+}
+
+func TestLogitsBadInput(t *testing.T) {
+	dir := t.TempDir()
+	golden := filepath.Join(tinyDir, "case.safetensors")
+	corrupt := filepath.Join(dir, "corrupt.safetensors")
+	data, err := os.ReadFile(golden)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(corrupt, data[:len(data)/2], 0o644))
+	badIDs := filepath.Join(dir, "bad-ids.safetensors")
+	require.NoError(t, safetensors.Write(badIDs, []safetensors.Tensor{{Name: "input_ids", Shape: []int{1, 3}, Data: []int64{1, 97, 2}}}, nil))
+	badRank := filepath.Join(dir, "bad-rank.safetensors")
+	require.NoError(t, safetensors.Write(badRank, []safetensors.Tensor{{Name: "input_ids", Shape: []int{3}, Data: []int64{1, 2, 3}}}, nil))
+	floatIDs := filepath.Join(dir, "float-ids.safetensors")
+	require.NoError(t, safetensors.Write(floatIDs, []safetensors.Tensor{{Name: "input_ids", Shape: []int{1, 3}, Data: []float32{1, 2, 3}}}, nil))
+	wrongModel := filepath.Join(dir, "model")
+	require.NoError(t, os.MkdirAll(wrongModel, 0o755))
+	cfg, err := os.ReadFile(filepath.Join(tinyDir, "config.json"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(wrongModel, "config.json"), bytes.Replace(cfg, []byte(`"num_hidden_layers": 2`), []byte(`"num_hidden_layers": 3`), 1), 0o644))
+	w, err := os.ReadFile(filepath.Join(tinyDir, "model.safetensors"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(wrongModel, "model.safetensors"), w, 0o644))
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"schedule sum", []string{"--input", golden, "--schedule", "13,1"}, 2, "sums to 14"},
+		{"schedule junk", []string{"--input", golden, "--schedule", "13,x"}, 2, "not a positive integer"},
+		{"missing input", []string{"--input", filepath.Join(dir, "nope.safetensors")}, 1, "nope.safetensors"},
+		{"corrupt input", []string{"--input", corrupt}, 1, "corrupt.safetensors"},
+		{"ids out of range", []string{"--input", badIDs}, 1, "outside the vocabulary"},
+		{"ids rank", []string{"--input", badRank}, 1, "[B,T]"},
+		{"ids dtype", []string{"--input", floatIDs}, 1, "input_ids"},
+		{"missing model", []string{"--input", golden, "--model", filepath.Join(dir, "none")}, 1, "none"},
+		{"config disagrees with weights", []string{"--input", golden, "--model", wrongModel}, 1, "backbone.layers.2"},
+		{"unknown backend", []string{"--input", golden, "--backend", "nope"}, 1, "registered: cpu"},
+		{"bad padding", []string{"--input", golden, "--padding", "middle"}, 2, "padding"},
+		{"missing flag", []string{"--model", tinyDir}, 2, "--input is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(dir, "out-"+strings.ReplaceAll(tc.name, " ", "-")+".safetensors")
+			args := append([]string{"logits", "--model", tinyDir, "--out", out}, tc.args...)
+			code, _, stderr := runCLI(args...)
+			require.Equal(t, tc.code, code, stderr)
+			require.Contains(t, stderr, tc.msg)
+			require.Equal(t, 1, strings.Count(strings.TrimSpace(stderr), "\n")+1, "one-line error: %q", stderr)
+			_, err := os.Stat(out)
+			require.True(t, os.IsNotExist(err), "no output file may be left behind")
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	code, stdout, _ := runCLI("logits", "--help")
+	require.Equal(t, 0, code)
+	require.Contains(t, stdout, "--schedule")
+	code, stdout, _ = runCLI("help")
+	require.Equal(t, 0, code)
+	require.Contains(t, stdout, "logits")
+	code, _, stderr := runCLI("frobnicate")
+	require.Equal(t, 2, code)
+	require.Contains(t, stderr, "unknown command")
+}
