@@ -131,3 +131,66 @@ func TestHelp(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.Contains(t, stderr, "unknown command")
 }
+
+// TestLogitsRaggedMatchesSolo: with lengths in IN, every row's logits and states equal its run alone.
+func TestLogitsRaggedMatchesSolo(t *testing.T) {
+	golden := filepath.Join(tinyDir, "case.safetensors")
+	f, err := safetensors.Open(golden)
+	require.NoError(t, err)
+	ids, s, err := f.Int64("input_ids")
+	require.NoError(t, err)
+	B, T := s[0], s[1]
+	lens := []int64{21, 9}
+	dir := t.TempDir()
+	// Solo runs: row b cut to its length.
+	solo := make([][]float32, B)
+	soloSSM := make([][]float32, B)
+	for b := 0; b < B; b++ {
+		in := filepath.Join(dir, "solo.safetensors")
+		require.NoError(t, safetensors.Write(in, []safetensors.Tensor{{Name: "input_ids", Shape: []int{1, int(lens[b])}, Data: ids[b*T : b*T+int(lens[b])]}}, nil))
+		out := filepath.Join(dir, "solo-out.safetensors")
+		code, _, stderr := runCLI("logits", "--model", tinyDir, "--input", in, "--out", out)
+		require.Equal(t, 0, code, stderr)
+		solo[b], _ = readF32(t, out, "logits")
+		soloSSM[b], _ = readF32(t, out, "ssm_state")
+	}
+	for _, pad := range []string{"right", "left"} {
+		for _, sched := range []string{"", "5,1,1,14", "10,11"} {
+			padded := make([]int64, B*T)
+			for b := 0; b < B; b++ {
+				off := 0
+				if pad == "left" {
+					off = T - int(lens[b])
+				}
+				copy(padded[b*T+off:b*T+off+int(lens[b])], ids[b*T:b*T+int(lens[b])])
+			}
+			in := filepath.Join(dir, "in.safetensors")
+			require.NoError(t, safetensors.Write(in, []safetensors.Tensor{
+				{Name: "input_ids", Shape: []int{B, T}, Data: padded},
+				{Name: "lengths", Shape: []int{B}, Data: lens},
+			}, nil))
+			out := filepath.Join(dir, "out.safetensors")
+			args := []string{"logits", "--model", tinyDir, "--input", in, "--out", out, "--padding", pad}
+			if sched != "" {
+				args = append(args, "--schedule", sched)
+			}
+			code, _, stderr := runCLI(args...)
+			require.Equal(t, 0, code, stderr)
+			got, gs := readF32(t, out, "logits")
+			ssm, ss := readF32(t, out, "ssm_state")
+			V := gs[2]
+			per := ss[2] * ss[3] * ss[4]
+			for b := 0; b < B; b++ {
+				L := int(lens[b])
+				off := 0
+				if pad == "left" {
+					off = T - L
+				}
+				require.LessOrEqual(t, maxAbs(got[(b*T+off)*V:(b*T+off+L)*V], solo[b]), 1e-4, "row %d %s %q", b, pad, sched)
+				for l := 0; l < ss[0]; l++ {
+					require.LessOrEqual(t, maxAbs(ssm[(l*B+b)*per:(l*B+b+1)*per], soloSSM[b][l*per:(l+1)*per]), 1e-4, "ssm row %d layer %d", b, l)
+				}
+			}
+		}
+	}
+}
