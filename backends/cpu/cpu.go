@@ -292,3 +292,6 @@ func (p *pool) parallelFor(wg *sync.WaitGroup, n, minPerThread int, fn func(lo, 
 	fn(0, min(chunk, n))
 	wg.Wait()
 }
+
+// Kernels names the kernel set in use: "generic" for the portable Go loops.
+func (b *Backend) Kernels() string { return "generic" }

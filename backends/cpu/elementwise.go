@@ -78,14 +78,15 @@ func (l *layout) innerStride(k int) int {
 }
 
 type binaryKernel[T Float] struct {
-	be   *Backend
-	kind ops.BinaryKind
-	l    layout
-	same bool // both operands have the output's shape
-	a, b []T
-	c    []T
-	fn   func(lo, hi int)
-	wg   sync.WaitGroup
+	be     *Backend
+	kind   ops.BinaryKind
+	l      layout
+	same   bool // both operands have the output's shape
+	a, b   []T
+	c      []T
+	fn     func(lo, hi int)
+	flatFn func(lo, hi int)
+	wg     sync.WaitGroup
 }
 
 func compileBinary(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
@@ -106,6 +107,7 @@ func newBinary[T Float](be *Backend, kind ops.BinaryKind, in, out []shapes.Shape
 	k := &binaryKernel[T]{be: be, kind: kind, l: newLayout(out[0].Dims, in[0].Dims, in[1].Dims)}
 	k.same = shapes.EqualDims(in[0].Dims, out[0].Dims) && shapes.EqualDims(in[1].Dims, out[0].Dims)
 	k.fn = k.rows
+	k.flatFn = k.flat
 	return k
 }
 
@@ -121,7 +123,7 @@ func (k *binaryKernel[T]) Run(in, out []backends.Buffer) error {
 		return err
 	}
 	if k.same {
-		k.be.pool.parallelFor(&k.wg, len(k.c), 1<<15, k.flat)
+		k.be.pool.parallelFor(&k.wg, len(k.c), 1<<15, k.flatFn)
 		return nil
 	}
 	k.be.pool.parallelFor(&k.wg, k.l.rows, max(1, (1<<15)/max(1, k.l.inner)), k.fn)

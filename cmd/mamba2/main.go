@@ -26,6 +26,8 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"logits": {"run a Mamba2 checkpoint over token ids or embeddings and write logits and states", runLogits},
+		"init":   {"write a randomly initialised checkpoint for a config (Hugging Face layout)", runInit},
+		"bench":  {"measure prefill and decode speed of a checkpoint", runBench},
 	}
 }
 

@@ -96,8 +96,6 @@ func (r *Result) ArgmaxLast() []int {
 	return out
 }
 
-
-
 // Session decodes a batch of rows with a cache it owns. Each Feed call continues every row from
 // where its previous call left it: one token per row runs the Step program, several run a
 // Prefill continuing from the cache (chunked prefill). A Session is not safe for concurrent use;
@@ -109,6 +107,15 @@ type Session struct {
 	progs   map[GraphSpec]*graph.Program
 	order   []GraphSpec
 	bound   map[*graph.Program]*cache.Cache
+	step    stepBuffers
+}
+
+// stepBuffers are Step's host-side inputs and outputs, kept to avoid allocating per call.
+type stepBuffers struct {
+	tokens, last       []int64
+	ones               []int
+	tokensAny, lastAny any
+	out                any
 }
 
 // maxPrograms bounds how many compiled programs (one per distinct call shape) a session keeps.
@@ -466,4 +473,69 @@ func (s *Session) program(spec GraphSpec) (*graph.Program, error) {
 	s.progs[spec] = p
 	s.order = append(s.order, spec)
 	return p, nil
+}
+
+// Step consumes one token per row (tokens[b] for row b) with the Step program and writes each
+// row's next-token logits into logits (B·V values, row-major). It is the allocation-free decode
+// path: after its first call it does not allocate.
+func (s *Session) Step(tokens []int64, logits []float32) error {
+	B := s.cache.Batch()
+	V := s.m.Config.VocabSize
+	if len(tokens) != B {
+		return fmt.Errorf("mamba2: Step got %d tokens for %d rows", len(tokens), B)
+	}
+	if len(logits) != B*V {
+		return fmt.Errorf("mamba2: Step needs a logits buffer of %d·%d = %d values, got %d", B, V, B*V, len(logits))
+	}
+	for b, v := range tokens {
+		if v < 0 || v >= int64(V) {
+			return fmt.Errorf("mamba2: Step: token %d of row %d is outside the vocabulary [0, %d)", v, b, V)
+		}
+	}
+	spec := GraphSpec{Phase: Step, Batch: B, Tokens: 1, DType: s.m.dtype, Logits: true, LastOnly: true}
+	p, err := s.program(spec)
+	if err != nil {
+		return err
+	}
+	if s.bound[p] != s.cache {
+		if err := s.cache.Bind(p); err != nil {
+			return err
+		}
+		s.bound[p] = s.cache
+	}
+	st := &s.step
+	if len(st.last) != B {
+		// Host buffers, boxed once: converting a slice to an interface allocates.
+		st.tokens = make([]int64, B)
+		st.last = make([]int64, B)
+		st.ones = make([]int, B)
+		for b := range st.last {
+			st.last[b] = int64(b)
+			st.ones[b] = 1
+		}
+		st.tokensAny, st.lastAny = st.tokens, st.last
+		st.out = graph.NewHostSlice(shapes.Make(s.m.dtype, B*V))
+	}
+	copy(st.tokens, tokens)
+	if err := p.SetInput(InputIDs, st.tokensAny); err != nil {
+		return err
+	}
+	if err := p.SetInput(InputLast, st.lastAny); err != nil {
+		return err
+	}
+	if err := p.Run(); err != nil {
+		return fmt.Errorf("mamba2: step program: %w", err)
+	}
+	if err := p.ReadOutput(OutLogits, st.out); err != nil {
+		return err
+	}
+	switch o := st.out.(type) {
+	case []float32:
+		copy(logits, o)
+	case []float64:
+		for i, v := range o {
+			logits[i] = float32(v)
+		}
+	}
+	return s.cache.Advance(st.ones)
 }

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mamba2go/mamba2/backends/cpu"
+	"github.com/mamba2go/mamba2/models/mamba2"
+)
+
+// benchReport is the JSON line `mamba2 bench --json` prints.
+type benchReport struct {
+	Backend          string  `json:"backend"`
+	Kernels          string  `json:"kernels"`
+	Threads          int     `json:"threads"`
+	Batch            int     `json:"batch"`
+	Prompt           int     `json:"prompt"`
+	Gen              int     `json:"gen"`
+	Params           int64   `json:"params"`
+	WeightBytes      int64   `json:"weight_bytes"`
+	PrefillTokS      float64 `json:"prefill_tok_s"`
+	DecodeTokS       float64 `json:"decode_tok_s"`
+	DecodeMsP50      float64 `json:"decode_ms_p50"`
+	DecodeMsP99      float64 `json:"decode_ms_p99"`
+	DecodeMsFirst10  float64 `json:"decode_ms_first10"`
+	DecodeMsLast10   float64 `json:"decode_ms_last10"`
+	AllocsPerStep    float64 `json:"allocs_per_step"`
+	PeakRSSBytes     int64   `json:"peak_rss_bytes"`
+	MemBandwidthGBs  float64 `json:"mem_bandwidth_gb_s"`
+	DecodeBoundTokS  float64 `json:"decode_bound_tok_s"`
+	DecodeOfBoundPct float64 `json:"decode_pct_of_bound"`
+}
+
+func runBench(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("bench", "--model DIR [--prompt 512] [--gen 64] [--threads 2] [--batch 1] [--json]", stdout)
+	model := fs.String("model", "", "checkpoint directory (e.g. one written by mamba2 init)")
+	prompt := fs.Int("prompt", 512, "prompt length (tokens prefilled in one call)")
+	gen := fs.Int("gen", 64, "number of Step calls (decoded tokens per row)")
+	threads := fs.Int("threads", runtime.NumCPU(), "worker threads")
+	batch := fs.Int("batch", 1, "rows decoded together")
+	asJSON := fs.Bool("json", false, "print one JSON line instead of a table")
+	seed := fs.Uint64("seed", 1, "seed of the random prompt")
+	backend := backendFlag(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "model"); err != nil {
+		return err
+	}
+	for name, v := range map[string]int{"prompt": *prompt, "gen": *gen, "threads": *threads, "batch": *batch} {
+		if v <= 0 {
+			return fmt.Errorf("%w: --%s must be positive, got %d", errUsage, name, v)
+		}
+	}
+	runtime.GOMAXPROCS(max(*threads, 1))
+	be, err := openBackend(*backend)
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+	m, err := mamba2.Load(be, *model, mamba2.Options{})
+	if err != nil {
+		return fmt.Errorf("--model: %w", err)
+	}
+	defer m.Close()
+	c := m.Config
+	rep := benchReport{Backend: be.Name(), Kernels: kernelSet(be), Threads: *threads, Batch: *batch, Prompt: *prompt, Gen: *gen}
+	for _, name := range m.Weights().Names() {
+		buf, _ := m.Weights().Get(name)
+		n := int64(buf.Shape().Size())
+		rep.Params += n
+		rep.WeightBytes += n * int64(buf.Shape().DType.Size())
+	}
+
+	rng := rand.New(rand.NewPCG(*seed, 0))
+	rows := make([][]int, *batch)
+	for b := range rows {
+		for i := 0; i < *prompt; i++ {
+			rows[b] = append(rows[b], rng.IntN(c.VocabSize))
+		}
+	}
+	sess, err := m.NewSession(*batch)
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	sess.Outputs = mamba2.Outputs{Logits: true, LastOnly: true}
+	// Warm-up: compile both programs and touch every buffer once.
+	if _, err := sess.FeedTokens(rows); err != nil {
+		return err
+	}
+	logits := make([]float32, *batch*c.VocabSize)
+	tokens := make([]int64, *batch)
+	if err := sess.Step(tokens, logits); err != nil {
+		return err
+	}
+	if err := sess.Reset(); err != nil {
+		return err
+	}
+
+	start := time.Now()
+	res, err := sess.FeedTokens(rows)
+	if err != nil {
+		return err
+	}
+	rep.PrefillTokS = float64(*prompt**batch) / time.Since(start).Seconds()
+	next := res.ArgmaxLast()
+	for b := range tokens {
+		tokens[b] = int64(next[b])
+	}
+
+	times := make([]float64, *gen)
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	total := time.Now()
+	for i := 0; i < *gen; i++ {
+		t0 := time.Now()
+		if err := sess.Step(tokens, logits); err != nil {
+			return err
+		}
+		times[i] = float64(time.Since(t0).Microseconds()) / 1000
+		for b := range tokens {
+			tokens[b] = int64(argmax(logits[b*c.VocabSize : (b+1)*c.VocabSize]))
+		}
+	}
+	elapsed := time.Since(total)
+	runtime.ReadMemStats(&ms1)
+	rep.AllocsPerStep = float64(ms1.Mallocs-ms0.Mallocs) / float64(*gen)
+	rep.DecodeTokS = float64(*gen**batch) / elapsed.Seconds()
+	rep.DecodeMsFirst10 = mean(times[:min(10, len(times))])
+	rep.DecodeMsLast10 = mean(times[max(0, len(times)-10):])
+	sorted := append([]float64(nil), times...)
+	sort.Float64s(sorted)
+	rep.DecodeMsP50 = percentile(sorted, 0.50)
+	rep.DecodeMsP99 = percentile(sorted, 0.99)
+	rep.PeakRSSBytes = peakRSS()
+	rep.MemBandwidthGBs = measureBandwidth(*threads)
+	if rep.WeightBytes > 0 {
+		rep.DecodeBoundTokS = rep.MemBandwidthGBs * 1e9 / float64(rep.WeightBytes) * float64(*batch)
+		rep.DecodeOfBoundPct = 100 * rep.DecodeTokS / rep.DecodeBoundTokS
+	}
+
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(rep)
+	}
+	fmt.Fprintf(stdout, "model      %s: %d params, %.1f MB of weights\n", *model, rep.Params, float64(rep.WeightBytes)/1e6)
+	fmt.Fprintf(stdout, "backend    %s (kernels %s), %d threads, batch %d\n", rep.Backend, rep.Kernels, rep.Threads, rep.Batch)
+	fmt.Fprintf(stdout, "prefill    %d tokens: %.1f tok/s\n", *prompt, rep.PrefillTokS)
+	fmt.Fprintf(stdout, "decode     %d steps: %.1f tok/s (p50 %.2f ms, p99 %.2f ms; first 10 %.2f ms, last 10 %.2f ms)\n",
+		*gen, rep.DecodeTokS, rep.DecodeMsP50, rep.DecodeMsP99, rep.DecodeMsFirst10, rep.DecodeMsLast10)
+	fmt.Fprintf(stdout, "bound      memory %.1f GB/s → %.1f tok/s; decode runs at %.0f%% of it\n",
+		rep.MemBandwidthGBs, rep.DecodeBoundTokS, rep.DecodeOfBoundPct)
+	fmt.Fprintf(stdout, "memory     %.2f allocs/step, peak RSS %.1f MB\n", rep.AllocsPerStep, float64(rep.PeakRSSBytes)/1e6)
+	return nil
+}
+
+// kernelSet names the kernel set the backend runs (simd/blas/generic).
+func kernelSet(be any) string {
+	if c, ok := be.(*cpu.Backend); ok {
+		return c.Kernels()
+	}
+	if k, ok := be.(interface{ Kernels() string }); ok {
+		return k.Kernels()
+	}
+	return "device"
+}
+
+func argmax(x []float32) int {
+	best := 0
+	for i, v := range x {
+		if v > x[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+func mean(x []float64) float64 {
+	s := 0.0
+	for _, v := range x {
+		s += v
+	}
+	return s / float64(max(len(x), 1))
+}
+
+func percentile(sorted []float64, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(q*float64(len(sorted))))]
+}
+
+// peakRSS reads the process's peak resident set size (Linux), or 0 where unknown.
+func peakRSS() int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				return kb * 1024
+			}
+		}
+	}
+	return 0
+}
+
+// measureBandwidth streams a 256 MiB buffer with the given number of goroutines and returns the
+// best read bandwidth of a few passes, in GB/s.
+func measureBandwidth(threads int) float64 {
+	const n = 64 << 20 // float32s
+	buf := make([]float32, n)
+	for i := range buf {
+		buf[i] = float32(i & 7)
+	}
+	best := 0.0
+	sums := make([]float32, threads)
+	for pass := 0; pass < 4; pass++ {
+		var wg sync.WaitGroup
+		start := time.Now()
+		chunk := n / threads
+		for t := 0; t < threads; t++ {
+			wg.Add(1)
+			go func(t int) {
+				defer wg.Done()
+				sums[t] = sumFloat32(buf[t*chunk : (t+1)*chunk])
+			}(t)
+		}
+		wg.Wait()
+		if gbs := float64(n*4) / time.Since(start).Seconds() / 1e9; gbs > best {
+			best = gbs
+		}
+	}
+	runtime.KeepAlive(sums)
+	return best
+}

@@ -1,0 +1,30 @@
+package mamba2_test
+
+import (
+	"testing"
+
+	"github.com/mamba2go/mamba2/backends"
+	"github.com/mamba2go/mamba2/shapes"
+	"github.com/stretchr/testify/require"
+)
+
+// TestStepDoesNotAllocate: the decode path allocates nothing after its first call.
+func TestStepDoesNotAllocate(t *testing.T) {
+	be, err := backends.New("cpu")
+	require.NoError(t, err)
+	for _, name := range goldenCases {
+		m := loadModel(t, be, name, shapes.Float32)
+		s, err := m.NewSession(2)
+		require.NoError(t, err)
+		defer s.Close()
+		tokens := []int64{3, 4}
+		logits := make([]float32, 2*m.Config.VocabSize)
+		require.NoError(t, s.Step(tokens, logits))
+		allocs := testing.AllocsPerRun(20, func() {
+			if err := s.Step(tokens, logits); err != nil {
+				t.Fatal(err)
+			}
+		})
+		require.Zero(t, allocs, "allocations per Step (%s)", name)
+	}
+}
