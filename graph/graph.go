@@ -61,8 +61,13 @@ type application struct {
 	outputs []*Node
 }
 
-// Builder returns the node's graph as an ops.Builder.
-func (n *Node) Builder() ops.Builder { return n.g }
+// Builder returns the node's graph as an ops.Builder (nil for a nil node).
+func (n *Node) Builder() ops.Builder {
+	if n == nil {
+		return nil
+	}
+	return n.g
+}
 
 // Graph returns the graph the node belongs to.
 func (n *Node) Graph() *Graph { return n.g }
@@ -288,7 +293,10 @@ func (g *Graph) Apply(op ops.Op, inputs ...ops.Value) []ops.Value {
 	inShapes := make([]shapes.Shape, len(inputs))
 	for i, v := range inputs {
 		n, ok := v.(*Node)
-		if !ok || n == nil || n.g != g {
+		if !ok || n == nil {
+			return fallback(fmt.Errorf("graph: op %s: input %d is nil", op.Name(), i))
+		}
+		if n.g != g {
 			return fallback(fmt.Errorf("graph: op %s: input %d belongs to another graph", op.Name(), i))
 		}
 		in[i], inShapes[i] = n, n.shape

@@ -40,8 +40,11 @@ type Program struct {
 	states  []*boundState
 	stateBy map[string]*boundState
 	owned   []backends.Buffer
-	dirty   bool
-	closed  bool
+	// snapshots are state read nodes copied at the start of a run (see Compile).
+	snapshots []*Node
+	snapOf    map[*Node]backends.Buffer
+	dirty     bool
+	closed    bool
 }
 
 type boundState struct {
@@ -220,6 +223,39 @@ func (g *Graph) Compile(be backends.Backend, w *Weights) (*Program, error) {
 		p.steps = append(p.steps, st)
 	}
 	p.outputs = append(p.outputs, g.outputs...)
+
+	// A state's start-of-run value that is written into another state or returned as an output
+	// must survive the write-backs: keep a copy taken at the start of each run.
+	overwritten := map[*Node]bool{}
+	for _, st := range p.states {
+		if st.write != nil && st.write != st.read {
+			overwritten[st.read] = true
+		}
+	}
+	need := map[*Node]bool{}
+	for _, st := range p.states {
+		if st.write != nil && st.write != st.read && overwritten[st.write] {
+			need[st.write] = true
+		}
+	}
+	for _, o := range g.outputs {
+		if overwritten[o.node] {
+			need[o.node] = true
+		}
+	}
+	p.snapOf = map[*Node]backends.Buffer{}
+	for _, name := range g.order {
+		st, ok := g.states[name]
+		if !ok || !need[st.read] {
+			continue
+		}
+		buf, err := p.alloc(st.read.shape)
+		if err != nil {
+			return nil, fmt.Errorf("graph: state %q: %w", name, err)
+		}
+		p.snapOf[st.read] = buf
+		p.snapshots = append(p.snapshots, st.read)
+	}
 	ok = true
 	return p, nil
 }
@@ -340,6 +376,11 @@ func (p *Program) Run() error {
 		}
 		p.dirty = false
 	}
+	for _, n := range p.snapshots {
+		if err := p.be.Copy(p.snapOf[n], p.bufOf[n]); err != nil {
+			return fmt.Errorf("graph: snapshot of state %q: %w", n.name, err)
+		}
+	}
 	for i := range p.steps {
 		st := &p.steps[i]
 		if err := st.kernel.Run(st.in, st.out); err != nil {
@@ -350,7 +391,11 @@ func (p *Program) Run() error {
 		if st.write == nil || st.write == st.read {
 			continue
 		}
-		if err := p.be.Copy(st.buf, p.bufOf[st.write]); err != nil {
+		src := p.bufOf[st.write]
+		if snap, ok := p.snapOf[st.write]; ok {
+			src = snap
+		}
+		if err := p.be.Copy(st.buf, src); err != nil {
 			return fmt.Errorf("graph: writing state %q: %w", st.Name, err)
 		}
 	}
@@ -375,6 +420,9 @@ func (p *Program) OutputBuffer(name string) (backends.Buffer, error) {
 	n, err := p.output(name)
 	if err != nil {
 		return nil, err
+	}
+	if snap, ok := p.snapOf[n]; ok {
+		return snap, nil
 	}
 	return p.bufOf[n], nil
 }
@@ -405,7 +453,7 @@ func (p *Program) Output(name string) (*tensor.Dense, error) {
 	if err := p.ReadOutput(name, data); err != nil {
 		return nil, err
 	}
-	return ToDense(n.shape, data), nil
+	return ToDense(n.shape, data)
 }
 
 // RunDense is a convenience: it sets every input from a host tensor, runs, and returns every

@@ -27,10 +27,18 @@ func NewWeights(be backends.Backend) *Weights {
 func (w *Weights) Backend() backends.Backend { return w.be }
 
 // Set uploads host data ([]float32, []float64 or []int64) as weight name with the given shape,
-// replacing any previous value.
+// replacing any previous value. A new value of the same shape is written in place, so programs
+// compiled against the weights see it; a new shape replaces the buffer (recompile those programs).
 func (w *Weights) Set(name string, s shapes.Shape, data any) error {
 	if err := s.Valid(); err != nil {
 		return fmt.Errorf("weight %q: %w", name, err)
+	}
+	// Same shape: write in place, so that programs already bound to the buffer see the new value.
+	if old, ok := w.Get(name); ok && old.Shape().Equal(s) {
+		if err := w.be.Write(old, data); err != nil {
+			return fmt.Errorf("weight %q: %w", name, err)
+		}
+		return nil
 	}
 	buf, err := w.be.Alloc(s)
 	if err != nil {
@@ -151,10 +159,22 @@ func FromDense(t *tensor.Dense) (shapes.Shape, any, error) {
 }
 
 // ToDense wraps host data of shape s in a gorgonia tensor (no copy).
-func ToDense(s shapes.Shape, data any) *tensor.Dense {
+func ToDense(s shapes.Shape, data any) (*tensor.Dense, error) {
+	n := -1
+	switch d := data.(type) {
+	case []float32:
+		n = len(d)
+	case []float64:
+		n = len(d)
+	case []int64:
+		n = len(d)
+	}
+	if n != s.Size() {
+		return nil, fmt.Errorf("host data %T of %d elements does not fit shape %s", data, n, s)
+	}
 	dims := s.Dims
 	if len(dims) == 0 {
 		dims = []int{1}
 	}
-	return tensor.New(tensor.WithShape(dims...), tensor.WithBacking(data))
+	return tensor.New(tensor.WithShape(dims...), tensor.WithBacking(data)), nil
 }

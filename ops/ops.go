@@ -20,7 +20,7 @@ import (
 
 // Value is a symbolic tensor: a node of some builder's graph.
 type Value interface {
-	// Builder returns the graph the value belongs to.
+	// Builder returns the graph the value belongs to (nil for a nil value).
 	Builder() Builder
 	// Shape is the value's static dtype and dimensions.
 	Shape() shapes.Shape
@@ -70,8 +70,20 @@ func apply[V Value](op Op, in ...V) []V {
 	for i, v := range in {
 		vals[i] = v
 	}
-	outs := in[0].Builder().Apply(op, vals...)
-	res := make([]V, len(outs))
+	var b Builder
+	for _, v := range vals {
+		if v == nil {
+			continue
+		}
+		if b = v.Builder(); b != nil {
+			break
+		}
+	}
+	res := make([]V, NumOutputs(op))
+	if b == nil {
+		return res // every input is nil: there is no graph to record the error in
+	}
+	outs := b.Apply(op, vals...)
 	for i, o := range outs {
 		res[i] = o.(V)
 	}

@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/mamba2go/mamba2/backends"
+	"github.com/mamba2go/mamba2/backends/cpu/kernels"
 	"github.com/mamba2go/mamba2/shapes"
 )
 
@@ -186,19 +187,19 @@ type compileFunc func(be *Backend, op backends.Op, in, out []shapes.Shape) (back
 
 // kernels maps op names to compilers. It is filled by init functions in this package only and never
 // changes afterwards.
-var kernels = map[string]compileFunc{}
+var kernelTable = map[string]compileFunc{}
 
 func register(name string, f compileFunc) {
-	if _, dup := kernels[name]; dup {
+	if _, dup := kernelTable[name]; dup {
 		panic("cpu: kernel " + name + " registered twice")
 	}
-	kernels[name] = f
+	kernelTable[name] = f
 }
 
 // Ops lists the op names this backend has kernels for.
 func Ops() []string {
-	names := make([]string, 0, len(kernels))
-	for n := range kernels {
+	names := make([]string, 0, len(kernelTable))
+	for n := range kernelTable {
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -207,7 +208,7 @@ func Ops() []string {
 
 // Compile returns the kernel for op.
 func (b *Backend) Compile(op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
-	f, ok := kernels[op.Name()]
+	f, ok := kernelTable[op.Name()]
 	if !ok {
 		return nil, fmt.Errorf("cpu: op %s: %w (kernels: %s)", op.Name(), backends.ErrUnsupported, strings.Join(Ops(), ", "))
 	}
@@ -293,5 +294,58 @@ func (p *pool) parallelFor(wg *sync.WaitGroup, n, minPerThread int, fn func(lo, 
 	wg.Wait()
 }
 
-// Kernels names the kernel set in use: "generic" for the portable Go loops.
-func (b *Backend) Kernels() string { return "generic" }
+// Kernels names the kernel set in use: "simd-avx512", "simd-avx2" or "generic", with "+blas"
+// when OpenBLAS was found and large products use it.
+func (b *Backend) Kernels() string { return kernels.Kernels() }
+
+// sized records the element counts a kernel was compiled for, so Run can refuse buffers of other
+// sizes with an error instead of computing on part of them or indexing out of range.
+type sized struct{ in, out []int }
+
+func sizesOf(in, out []shapes.Shape) sized {
+	s := sized{in: make([]int, len(in)), out: make([]int, len(out))}
+	for i, sh := range in {
+		s.in[i] = sh.Size()
+	}
+	for i, sh := range out {
+		s.out[i] = sh.Size()
+	}
+	return s
+}
+
+func (s sized) check(in, out []backends.Buffer) error {
+	if len(in) != len(s.in) || len(out) != len(s.out) {
+		return fmt.Errorf("cpu: kernel takes %d inputs and %d outputs, got %d and %d", len(s.in), len(s.out), len(in), len(out))
+	}
+	for i, b := range in {
+		if err := checkSize(b, s.in[i]); err != nil {
+			return fmt.Errorf("input %d: %w", i, err)
+		}
+	}
+	for i, b := range out {
+		if err := checkSize(b, s.out[i]); err != nil {
+			return fmt.Errorf("output %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func checkSize(b backends.Buffer, want int) error {
+	cb, err := asBuffer(b)
+	if err != nil {
+		return err
+	}
+	n := 0
+	switch d := cb.data.(type) {
+	case []float32:
+		n = len(d)
+	case []float64:
+		n = len(d)
+	case []int64:
+		n = len(d)
+	}
+	if n != want {
+		return fmt.Errorf("cpu: buffer holds %d elements, the kernel was compiled for %d", n, want)
+	}
+	return nil
+}

@@ -78,6 +78,7 @@ func (l *layout) innerStride(k int) int {
 }
 
 type binaryKernel[T Float] struct {
+	sized
 	be     *Backend
 	kind   ops.BinaryKind
 	l      layout
@@ -104,7 +105,7 @@ func compileBinary(be *Backend, op backends.Op, in, out []shapes.Shape) (backend
 }
 
 func newBinary[T Float](be *Backend, kind ops.BinaryKind, in, out []shapes.Shape) *binaryKernel[T] {
-	k := &binaryKernel[T]{be: be, kind: kind, l: newLayout(out[0].Dims, in[0].Dims, in[1].Dims)}
+	k := &binaryKernel[T]{sized: sizesOf(in, out), be: be, kind: kind, l: newLayout(out[0].Dims, in[0].Dims, in[1].Dims)}
 	k.same = shapes.EqualDims(in[0].Dims, out[0].Dims) && shapes.EqualDims(in[1].Dims, out[0].Dims)
 	k.fn = k.rows
 	k.flatFn = k.flat
@@ -112,6 +113,9 @@ func newBinary[T Float](be *Backend, kind ops.BinaryKind, in, out []shapes.Shape
 }
 
 func (k *binaryKernel[T]) Run(in, out []backends.Buffer) error {
+	if err := k.check(in, out); err != nil {
+		return err
+	}
 	var err error
 	if k.a, err = data[T](in, 0); err != nil {
 		return err
@@ -178,6 +182,7 @@ func (k *binaryKernel[T]) rows(lo, hi int) {
 }
 
 type unaryKernel[T Float] struct {
+	sized
 	be       *Backend
 	op       backends.Op
 	x, y     []T
@@ -193,15 +198,15 @@ func compileUnary(be *Backend, op backends.Op, in, out []shapes.Shape) (backends
 	}
 	switch out[0].DType {
 	case shapes.Float32:
-		return newUnary[float32](be, op), nil
+		return newUnary[float32](be, op, sizesOf(in, out)), nil
 	case shapes.Float64:
-		return newUnary[float64](be, op), nil
+		return newUnary[float64](be, op, sizesOf(in, out)), nil
 	}
 	return nil, fmt.Errorf("dtype %s: %w", out[0].DType, backends.ErrUnsupported)
 }
 
-func newUnary[T Float](be *Backend, op backends.Op) *unaryKernel[T] {
-	k := &unaryKernel[T]{be: be, op: op}
+func newUnary[T Float](be *Backend, op backends.Op, sz sized) *unaryKernel[T] {
+	k := &unaryKernel[T]{sized: sz, be: be, op: op}
 	switch o := op.(type) {
 	case ops.ClampOp:
 		k.lo, k.hi = T(o.Min), T(o.Max)
@@ -213,6 +218,9 @@ func newUnary[T Float](be *Backend, op backends.Op) *unaryKernel[T] {
 }
 
 func (k *unaryKernel[T]) Run(in, out []backends.Buffer) error {
+	if err := k.check(in, out); err != nil {
+		return err
+	}
 	var err error
 	if k.x, err = data[T](in, 0); err != nil {
 		return err
@@ -290,7 +298,10 @@ func Softplus[T Float](x T) T {
 	return T(math.Log1p(math.Exp(float64(x))))
 }
 
-type clampGradKernel[T Float] struct{ lo, hi T }
+type clampGradKernel[T Float] struct {
+	sized
+	lo, hi T
+}
 
 func compileClampGrad(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
 	o, ok := op.(ops.ClampGradOp)
@@ -299,14 +310,17 @@ func compileClampGrad(be *Backend, op backends.Op, in, out []shapes.Shape) (back
 	}
 	switch out[0].DType {
 	case shapes.Float32:
-		return &clampGradKernel[float32]{float32(o.Min), float32(o.Max)}, nil
+		return &clampGradKernel[float32]{sizesOf(in, out), float32(o.Min), float32(o.Max)}, nil
 	case shapes.Float64:
-		return &clampGradKernel[float64]{o.Min, o.Max}, nil
+		return &clampGradKernel[float64]{sizesOf(in, out), o.Min, o.Max}, nil
 	}
 	return nil, backends.ErrUnsupported
 }
 
 func (k *clampGradKernel[T]) Run(in, out []backends.Buffer) error {
+	if err := k.check(in, out); err != nil {
+		return err
+	}
 	x, err := data[T](in, 0)
 	if err != nil {
 		return err
@@ -329,7 +343,10 @@ func (k *clampGradKernel[T]) Run(in, out []backends.Buffer) error {
 	return nil
 }
 
-type fillKernel[T Float] struct{ v T }
+type fillKernel[T Float] struct {
+	sized
+	v T
+}
 
 func compileFill(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
 	o, ok := op.(ops.FillOp)
@@ -338,14 +355,17 @@ func compileFill(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.
 	}
 	switch out[0].DType {
 	case shapes.Float32:
-		return &fillKernel[float32]{float32(o.Value)}, nil
+		return &fillKernel[float32]{sizesOf(in, out), float32(o.Value)}, nil
 	case shapes.Float64:
-		return &fillKernel[float64]{o.Value}, nil
+		return &fillKernel[float64]{sizesOf(in, out), o.Value}, nil
 	}
 	return nil, backends.ErrUnsupported
 }
 
 func (k *fillKernel[T]) Run(in, out []backends.Buffer) error {
+	if err := k.check(in, out); err != nil {
+		return err
+	}
 	y, err := data[T](out, 0)
 	if err != nil {
 		return err
@@ -356,20 +376,26 @@ func (k *fillKernel[T]) Run(in, out []backends.Buffer) error {
 	return nil
 }
 
-type broadcastKernel[T Float] struct{ l layout }
+type broadcastKernel[T Float] struct {
+	sized
+	l layout
+}
 
 func compileBroadcastTo(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
 	l := newLayout(out[0].Dims, in[0].Dims)
 	switch out[0].DType {
 	case shapes.Float32:
-		return &broadcastKernel[float32]{l}, nil
+		return &broadcastKernel[float32]{sizesOf(in, out), l}, nil
 	case shapes.Float64:
-		return &broadcastKernel[float64]{l}, nil
+		return &broadcastKernel[float64]{sizesOf(in, out), l}, nil
 	}
 	return nil, backends.ErrUnsupported
 }
 
 func (k *broadcastKernel[T]) Run(in, out []backends.Buffer) error {
+	if err := k.check(in, out); err != nil {
+		return err
+	}
 	x, err := data[T](in, 0)
 	if err != nil {
 		return err
@@ -390,13 +416,16 @@ func (k *broadcastKernel[T]) Run(in, out []backends.Buffer) error {
 }
 
 // copyKernel copies its input (Reshape: the elements keep their order).
-type copyKernel struct{}
+type copyKernel struct{ sized }
 
 func compileReshape(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
-	return copyKernel{}, nil
+	return copyKernel{sizesOf(in, out)}, nil
 }
 
-func (copyKernel) Run(in, out []backends.Buffer) error {
+func (k copyKernel) Run(in, out []backends.Buffer) error {
+	if err := k.check(in, out); err != nil {
+		return err
+	}
 	x, err := asBuffer(in[0])
 	if err != nil {
 		return err

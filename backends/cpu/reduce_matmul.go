@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/mamba2go/mamba2/backends"
+	"github.com/mamba2go/mamba2/backends/cpu/kernels"
 	"github.com/mamba2go/mamba2/ops"
 	"github.com/mamba2go/mamba2/shapes"
 )
@@ -16,6 +17,7 @@ func init() {
 
 // sumKernel adds the input into an output that the layout broadcasts back over the input's shape.
 type sumKernel[T Float] struct {
+	sized
 	l layout // over the input's dims; operand 0 is the keep-dims output
 }
 
@@ -35,14 +37,17 @@ func compileSum(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.K
 	l := newLayout(in[0].Dims, keep)
 	switch out[0].DType {
 	case shapes.Float32:
-		return &sumKernel[float32]{l}, nil
+		return &sumKernel[float32]{sizesOf(in, out), l}, nil
 	case shapes.Float64:
-		return &sumKernel[float64]{l}, nil
+		return &sumKernel[float64]{sizesOf(in, out), l}, nil
 	}
 	return nil, backends.ErrUnsupported
 }
 
 func (k *sumKernel[T]) Run(in, out []backends.Buffer) error {
+	if err := k.check(in, out); err != nil {
+		return err
+	}
 	x, err := data[T](in, 0)
 	if err != nil {
 		return err
@@ -71,18 +76,21 @@ func (k *sumKernel[T]) Run(in, out []backends.Buffer) error {
 	return nil
 }
 
-// matmulKernel computes batched products; each (batch, row) pair is one unit of parallel work.
+// matmulKernel computes batched products. Float32 products run the blocked SIMD kernels of
+// package kernels (or OpenBLAS when loaded and the product is large); work is split across the
+// pool by rows of C, or by columns when C has few rows (decode: a matrix–vector product).
 type matmulKernel[T Float] struct {
-	be               *Backend
-	m, k, n          int
-	transA, transB   bool
-	batch            int
-	batchDims        []int
-	aStride, bStride []int // per batch axis, in matrices (0 where broadcast)
-	aOff, bOff       []int // matrix offset per batch index
-	a, b, c          []T
-	fn               func(lo, hi int)
-	wg               sync.WaitGroup
+	sized
+	be             *Backend
+	m, k, n        int
+	transA, transB bool
+	batch          int
+	flat           bool  // B has no batch axes and A's batches are contiguous: one [batch·m × k] product
+	aOff, bOff     []int // matrix offsets per batch index
+	a, b, c        []T
+	rowsFn, colsFn func(lo, hi int)
+	batchFn        func(lo, hi int)
+	wg             sync.WaitGroup
 }
 
 func compileMatMul(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
@@ -92,19 +100,19 @@ func compileMatMul(be *Backend, op backends.Op, in, out []shapes.Shape) (backend
 	}
 	switch out[0].DType {
 	case shapes.Float32:
-		return newMatMul[float32](be, o, in)
+		return newMatMul[float32](be, o, in, out)
 	case shapes.Float64:
-		return newMatMul[float64](be, o, in)
+		return newMatMul[float64](be, o, in, out)
 	}
 	return nil, backends.ErrUnsupported
 }
 
-func newMatMul[T Float](be *Backend, o ops.MatMulOp, in []shapes.Shape) (*matmulKernel[T], error) {
+func newMatMul[T Float](be *Backend, o ops.MatMulOp, in, out []shapes.Shape) (*matmulKernel[T], error) {
 	batch, m, kk, n, err := o.MatMulDims(in[0].Dims, in[1].Dims)
 	if err != nil {
 		return nil, err
 	}
-	k := &matmulKernel[T]{be: be, m: m, k: kk, n: n, transA: o.TransA, transB: o.TransB, batchDims: batch}
+	k := &matmulKernel[T]{sized: sizesOf(in, out), be: be, m: m, k: kk, n: n, transA: o.TransA, transB: o.TransB}
 	k.batch = 1
 	for _, d := range batch {
 		k.batch *= d
@@ -118,11 +126,15 @@ func newMatMul[T Float](be *Backend, o ops.MatMulOp, in []shapes.Shape) (*matmul
 		k.aOff[i] = la.offset(0, i) * m * kk
 		k.bOff[i] = lb.offset(0, i) * kk * n
 	}
-	k.fn = k.rows
+	k.flat = len(bd) == 0 && !o.TransA && shapes.EqualDims(ad, batch)
+	k.rowsFn, k.colsFn, k.batchFn = k.rows, k.cols, k.batches
 	return k, nil
 }
 
 func (k *matmulKernel[T]) Run(in, out []backends.Buffer) error {
+	if err := k.check(in, out); err != nil {
+		return err
+	}
 	var err error
 	if k.a, err = data[T](in, 0); err != nil {
 		return err
@@ -133,43 +145,117 @@ func (k *matmulKernel[T]) Run(in, out []backends.Buffer) error {
 	if k.c, err = data[T](out, 0); err != nil {
 		return err
 	}
-	if len(k.c) != k.batch*k.m*k.n {
-		return fmt.Errorf("matmul: output has %d elements, want %d", len(k.c), k.batch*k.m*k.n)
+	pool := k.be.pool
+	switch {
+	case k.flat:
+		rows := k.batch * k.m
+		if k.useBLAS(rows) {
+			k.gemm(0, rows, 0, k.n) // OpenBLAS threads itself
+			return nil
+		}
+		// Few rows: split the columns (each worker streams its share of B).
+		if rows < 4*pool.threads && k.transB {
+			pool.parallelFor(&k.wg, k.n, max(64, 1<<16/max(1, k.k*rows)), k.colsFn)
+		} else {
+			pool.parallelFor(&k.wg, rows, max(1, (1<<15)/max(1, k.k*k.n)), k.rowsFn)
+		}
+	default:
+		pool.parallelFor(&k.wg, k.batch, max(1, (1<<15)/max(1, k.m*k.k*k.n)), k.batchFn)
 	}
-	work := k.k * k.n
-	k.be.pool.parallelFor(&k.wg, k.batch*k.m, max(1, 4096/max(1, work)), k.fn)
 	return nil
 }
 
-// rows computes output rows lo..hi (flattened over batch × M).
-func (k *matmulKernel[T]) rows(lo, hi int) {
+func (k *matmulKernel[T]) useBLAS(rows int) bool {
+	if _, ok := any(k.c).([]float32); !ok || !k.transB || k.transA {
+		return false
+	}
+	return kernels.UseBLAS(rows, k.n, k.k)
+}
+
+// rows computes rows [lo,hi) of the flat product.
+func (k *matmulKernel[T]) rows(lo, hi int) { k.gemm(lo, hi, 0, k.n) }
+
+// cols computes columns [lo,hi) of the flat product.
+func (k *matmulKernel[T]) cols(lo, hi int) { k.gemm(0, k.batch*k.m, lo, hi) }
+
+// batches computes whole matrices of batch indices [lo,hi).
+func (k *matmulKernel[T]) batches(lo, hi int) {
 	m, kk, n := k.m, k.k, k.n
-	for r := lo; r < hi; r++ {
-		bi, i := r/m, r%m
-		a := k.a[k.aOff[bi]:]
-		b := k.b[k.bOff[bi]:]
-		c := k.c[r*n : r*n+n]
-		clear(c)
-		for p := 0; p < kk; p++ {
-			var av T
-			if k.transA {
-				av = a[p*m+i]
-			} else {
-				av = a[i*kk+p]
+	for bi := lo; bi < hi; bi++ {
+		a := k.a[k.aOff[bi] : k.aOff[bi]+m*kk]
+		b := k.b[k.bOff[bi] : k.bOff[bi]+kk*n]
+		c := k.c[bi*m*n : (bi+1)*m*n]
+		product(c, a, b, m, n, kk, k.transA, k.transB, 0, m, 0, n)
+	}
+}
+
+// gemm computes the block rows [i0,i1) × columns [j0,j1) of the flat product.
+func (k *matmulKernel[T]) gemm(i0, i1, j0, j1 int) {
+	rows := k.batch * k.m
+	if k.useBLAS(rows) && i0 == 0 && i1 == rows && j0 == 0 && j1 == k.n {
+		kernels.GemmNT(any(k.c).([]float32), any(k.a).([]float32), any(k.b).([]float32), rows, k.n, k.k, false)
+		return
+	}
+	product(k.c, k.a, k.b, rows, k.n, k.k, false, k.transB, i0, i1, j0, j1)
+}
+
+// product computes the block [i0,i1)×[j0,j1) of C[m×n] = op(A)·op(B) for one matrix pair.
+func product[T Float](c, a, b []T, m, n, kk int, transA, transB bool, i0, i1, j0, j1 int) {
+	switch cv := any(c).(type) {
+	case []float32:
+		av, bv := any(a).([]float32), any(b).([]float32)
+		switch {
+		case !transA && transB:
+			kernels.GemmNTBlock(cv, av, bv, m, n, kk, i0, i1, j0, j1, false)
+			return
+		case !transA && !transB && j0 == 0 && j1 == n:
+			kernels.GemmNNRange(cv, av, bv, m, n, kk, i0, i1, false)
+			return
+		case transA && !transB && j0 == 0 && j1 == n:
+			kernels.GemmTNRange(cv, av, bv, m, n, kk, i0, i1, false)
+			return
+		}
+	case []float64:
+		av, bv := any(a).([]float64), any(b).([]float64)
+		if j0 == 0 && j1 == n {
+			switch {
+			case !transA && transB:
+				kernels.GemmNTRange64(cv, av, bv, m, n, kk, i0, i1, false)
+				return
+			case !transA && !transB:
+				kernels.GemmNNRange64(cv, av, bv, m, n, kk, i0, i1, false)
+				return
+			case transA && !transB:
+				kernels.GemmTNRange64(cv, av, bv, m, n, kk, i0, i1, false)
+				return
 			}
-			if av == 0 {
-				continue
-			}
-			if k.transB {
-				for j := range c {
-					c[j] += av * b[j*kk+p]
+		}
+	}
+	productGeneric(c, a, b, m, n, kk, transA, transB, i0, i1, j0, j1)
+}
+
+// productGeneric is the portable fallback for every transpose combination.
+func productGeneric[T Float](c, a, b []T, m, n, kk int, transA, transB bool, i0, i1, j0, j1 int) {
+	for i := i0; i < i1; i++ {
+		cr := c[i*n+j0 : i*n+j1]
+		for j := range cr {
+			jj := j0 + j
+			var acc T
+			for p := 0; p < kk; p++ {
+				var av, bv T
+				if transA {
+					av = a[p*m+i]
+				} else {
+					av = a[i*kk+p]
 				}
-			} else {
-				brow := b[p*n : p*n+n]
-				for j, bv := range brow {
-					c[j] += av * bv
+				if transB {
+					bv = b[jj*kk+p]
+				} else {
+					bv = b[p*n+jj]
 				}
+				acc += av * bv
 			}
+			cr[j] = acc
 		}
 	}
 }

@@ -1,0 +1,12 @@
+//go:build !amd64
+
+package kernels
+
+func detectCPU() (avx2, avx512 bool) { return false, false }
+
+// Never called off amd64 (the levels stay Generic).
+var (
+	sgemmAVX512P, sgemmAVX512R, sgemmAVX2P, sgemmAVX2R microKernel
+	transpose16x16AVX512, transpose8x8AVX2             transposer
+	dotF16AVX512, dotF16AVX2                           func(n int, w *uint16, x *float32) float32
+)
