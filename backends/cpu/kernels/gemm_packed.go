@@ -41,6 +41,7 @@ const maxTile = 12 * 32
 
 type packBuf struct {
 	a, b []float32
+	tmp  [maxTile]float32 // edge-tile output; here rather than on the stack, which the assembly call would make escape
 }
 
 var packPool = sync.Pool{New: func() any { return new(packBuf) }}
@@ -64,7 +65,7 @@ func gemmPacked(p *gemmParams, kind gemmKind, c, a, b []float32, m, n, k, i0, i1
 	kcMax := min(p.kc, k)
 	buf.a = grow(buf.a, kcMax*mr)
 	buf.b = grow(buf.b, kcMax*roundUp(min(p.nc, j1-j0), nr))
-	var tmp [maxTile]float32
+	tmp := &buf.tmp
 	for jc := j0; jc < j1; jc += p.nc {
 		nc := min(p.nc, j1-jc)
 		for pc := 0; pc < k; pc += p.kc {

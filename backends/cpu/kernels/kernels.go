@@ -119,7 +119,7 @@ func checkRange(fn string, lo, hi, n int) {
 func checkDims(fn string, dims ...int) {
 	for _, d := range dims {
 		if d < 0 {
-			panic(fmt.Sprintf("kernels: %s: negative size %v", fn, dims))
+			panic(fmt.Sprintf("kernels: %s: negative size %d", fn, d)) // not dims: that would make the slice escape
 		}
 	}
 }
