@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mamba2go/mamba2/backends/cpu"
+	"github.com/mamba2go/mamba2/backends/cpu/kernels"
 	"github.com/mamba2go/mamba2/models/mamba2"
 )
 
@@ -49,6 +51,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	batch := fs.Int("batch", 1, "rows decoded together")
 	asJSON := fs.Bool("json", false, "print one JSON line instead of a table")
 	seed := fs.Uint64("seed", 1, "seed of the random prompt")
+	profile := fs.String("cpuprofile", "", "write a CPU profile of the timed prefill and decode to this file")
 	backend := backendFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -107,6 +110,17 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	start := time.Now()
 	res, err := sess.FeedTokens(rows)
 	if err != nil {
@@ -235,7 +249,8 @@ func measureBandwidth(threads int) float64 {
 			wg.Add(1)
 			go func(t int) {
 				defer wg.Done()
-				sums[t] = sumFloat32(buf[t*chunk : (t+1)*chunk])
+				part := buf[t*chunk : (t+1)*chunk]
+				sums[t] = kernels.Dot(part, part) // one stream: both operands are the same memory
 			}(t)
 		}
 		wg.Wait()
