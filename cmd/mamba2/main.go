@@ -25,9 +25,12 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"logits": {"run a Mamba2 checkpoint over token ids or embeddings and write logits and states", runLogits},
-		"init":   {"write a randomly initialised checkpoint for a config (Hugging Face layout)", runInit},
-		"bench":  {"measure prefill and decode speed of a checkpoint", runBench},
+		"logits":   {"run a Mamba2 checkpoint over token ids or embeddings and write logits and states", runLogits},
+		"init":     {"write a randomly initialised checkpoint for a config (Hugging Face layout)", runInit},
+		"bench":    {"measure prefill and decode speed of a checkpoint", runBench},
+		"train":    {"train an encoder–decoder on a synthetic task (reverse, copy, sort, sine)", runTrain},
+		"generate": {"generate with a trained encoder–decoder or a Hugging Face Mamba2 causal LM", runGenerate},
+		"demo":     {"train and evaluate the reverse and sine encoder–decoders (make demo)", runDemo},
 	}
 }
 
