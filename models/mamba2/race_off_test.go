@@ -1,0 +1,5 @@
+//go:build !race
+
+package mamba2_test
+
+const raceEnabled = false
