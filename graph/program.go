@@ -3,6 +3,7 @@ package graph
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/mamba2go/mamba2/backends"
@@ -496,6 +497,14 @@ func (p *Program) Close() error {
 	}
 	p.closed = true
 	var first error
+	for _, st := range p.steps {
+		// Kernels that hold device scratch release it with Close.
+		if c, ok := st.kernel.(io.Closer); ok {
+			if err := c.Close(); err != nil && first == nil {
+				first = err
+			}
+		}
+	}
 	for _, b := range p.owned {
 		if err := p.be.Free(b); err != nil && first == nil {
 			first = err

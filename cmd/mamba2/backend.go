@@ -8,6 +8,7 @@ import (
 
 	"github.com/mamba2go/mamba2/backends"
 	_ "github.com/mamba2go/mamba2/backends/cpu"
+	_ "github.com/mamba2go/mamba2/backends/cuda"
 )
 
 // backendFlag adds --backend to fs.

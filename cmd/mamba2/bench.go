@@ -157,8 +157,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	rep.DecodeMsP50 = percentile(sorted, 0.50)
 	rep.DecodeMsP99 = percentile(sorted, 0.99)
 	rep.PeakRSSBytes = peakRSS()
-	rep.MemBandwidthGBs = measureBandwidth(*threads)
-	if rep.WeightBytes > 0 {
+	if rep.Backend == "cpu" { // host memory bounds a CPU decode; a GPU's is not measured here
+		rep.MemBandwidthGBs = measureBandwidth(*threads)
+	}
+	if rep.WeightBytes > 0 && rep.MemBandwidthGBs > 0 {
 		rep.DecodeBoundTokS = rep.MemBandwidthGBs * 1e9 / float64(rep.WeightBytes) * float64(*batch)
 		rep.DecodeOfBoundPct = 100 * rep.DecodeTokS / rep.DecodeBoundTokS
 	}
@@ -171,8 +173,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "prefill    %d tokens: %.1f tok/s\n", *prompt, rep.PrefillTokS)
 	fmt.Fprintf(stdout, "decode     %d steps: %.1f tok/s (p50 %.2f ms, p99 %.2f ms; first 10 %.2f ms, last 10 %.2f ms)\n",
 		*gen, rep.DecodeTokS, rep.DecodeMsP50, rep.DecodeMsP99, rep.DecodeMsFirst10, rep.DecodeMsLast10)
-	fmt.Fprintf(stdout, "bound      memory %.1f GB/s → %.1f tok/s; decode runs at %.0f%% of it\n",
-		rep.MemBandwidthGBs, rep.DecodeBoundTokS, rep.DecodeOfBoundPct)
+	if rep.MemBandwidthGBs > 0 {
+		fmt.Fprintf(stdout, "bound      memory %.1f GB/s → %.1f tok/s; decode runs at %.0f%% of it\n",
+			rep.MemBandwidthGBs, rep.DecodeBoundTokS, rep.DecodeOfBoundPct)
+	}
 	fmt.Fprintf(stdout, "memory     %.2f allocs/step, peak RSS %.1f MB\n", rep.AllocsPerStep, float64(rep.PeakRSSBytes)/1e6)
 	return nil
 }

@@ -194,3 +194,20 @@ func TestLogitsRaggedMatchesSolo(t *testing.T) {
 		}
 	}
 }
+
+// TestCUDAUnavailable: on a machine without a GPU, --backend cuda is a one-line error naming what
+// is missing and suggesting --backend cpu.
+func TestCUDAUnavailable(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out.safetensors")
+	code, _, stderr := runCLI("logits", "--backend", "cuda", "--model", tinyDir,
+		"--input", filepath.Join(tinyDir, "case.safetensors"), "--out", out)
+	if code == 0 {
+		t.Skip("a CUDA device is present")
+	}
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "--backend cpu")
+	require.Contains(t, stderr, "unavailable")
+	require.Equal(t, 1, strings.Count(strings.TrimSpace(stderr), "\n")+1)
+	_, err := os.Stat(out)
+	require.True(t, os.IsNotExist(err))
+}
