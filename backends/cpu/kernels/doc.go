@@ -12,19 +12,26 @@
 //	GemmNN   C = A·B,  A [m×k], B [k×n]                backward: dX = dY·W
 //	GemmTN   C = Aᵀ·B, A [k×m], B [k×n]                backward: dW = dYᵀ·X
 //
+// (For dW = dYᵀ·X with dY [T×n_out] and X [T×n_in]: GemmTN(dW, dY, X, n_out, n_in, T, acc).)
+//
 // The float64 variants (Dot64, MatVecT64, GemmNT64, …) are plain Go loops.
 //
 // # Threads
 //
 // Every Go kernel is single-threaded. The …Range and …Block variants compute a block of rows
 // (or rows × columns) so the caller can split one product across its own worker pool; blocks
-// may be computed concurrently as long as they don't overlap. A MatVecTRange row result is
-// bitwise the same whatever the split; GEMM results may differ in the last bits between
-// splits (the blocking changes the summation order) but are deterministic for a given split.
+// may be computed concurrently as long as they don't overlap. Split GEMMs by columns
+// (GemmNTBlock, GemmNNBlock, GemmTNBlock with column bounds at multiples of 32) when n allows:
+// each worker then packs only its part of B (of W for GemmNT), whereas with row blocks every
+// worker packs all of it. Split MatVecT by rows, in blocks of at least 64.
+//
+// A MatVecTRange row result is bitwise the same whatever the split. GEMM results may differ in
+// the last bits between splits (the path and blocking change the summation order) but are
+// deterministic for a given split.
 //
 // When OpenBLAS is loaded (see below) GemmNT hands products with m ≥ BLASMinRows to it, and
 // OpenBLAS then uses its own threads (SetThreads). A caller with its own pool should ask
-// UseBLAS(m, n, k) and call GemmNT whole when it is true, GemmNTRange blocks otherwise.
+// UseBLAS(m, n, k) and call GemmNT whole when it is true, GemmNTBlock pieces otherwise.
 //
 // # Implementations
 //

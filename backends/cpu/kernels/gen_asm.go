@@ -1,18 +1,20 @@
 //go:build ignore
 
-// gen_asm writes gemm_amd64.s: the register-tile SGEMM micro-kernels and a CPUID helper.
+// gen_asm writes gemm_amd64.s: the register-tile SGEMM micro-kernels, the 16×16 and 8×8
+// transposes that pack W for GemmNT, the float16 dot product and a CPUID helper.
 //
-//	go run gen_asm.go
+//	go generate ./backends/cpu/kernels/   (or: go run gen_asm.go in this directory)
 //
-// Each micro-kernel computes C[mr×nr] (=|+=) Σ_p A[i,p]·bp[p*nr+j] for a packed B micro-panel
-// (bp, nr contiguous floats per step p) and one of two A layouts:
+// Each micro-kernel computes C[mr×nr] (=|+=) Σ_p A[i,p]·bp[p·nr+j] for a packed B micro-panel
+// (bp, nr contiguous floats per step p) and one of two A layouts (element indexes):
 //
-//	…P (packed/transposed): A[i,p] at a + 4·i + p·lda   (Aᵀ rows, or a [kc][mr] packed panel)
-//	…R (row-major):          A[i,p] at a + i·lda + 4·p   (rows of a row-major A, read in place)
+//	…P (packed/transposed): A[i,p] = a[i + p·lda]   (columns of a [k×m] A, or a [kc][mr] panel)
+//	…R (row-major):          A[i,p] = a[i·lda + p]   (rows of a row-major A, read in place)
 //
-// lda is in elements. The A values are broadcast (VBROADCASTSS from memory, a pure load),
-// the B vectors loaded once per step, and FMAs accumulate into mr·nr/width registers:
-// AVX-512 12×32 (24 ZMM accumulators), AVX2 6×16 (12 YMM accumulators).
+// The A values are broadcast (VBROADCASTSS from memory, a pure load), the B vectors loaded
+// once per step, and VFMADD231PS accumulates into mr·nr/width registers: AVX-512 12×32
+// (24 ZMM accumulators, 2 B vectors, 4 rotating broadcast registers), AVX2 6×16 (12 YMM
+// accumulators). The k loop is unrolled 4 times.
 package main
 
 import (

@@ -110,6 +110,12 @@ func need(fn, what string, have, want int) {
 	}
 }
 
+func checkRange2(fn, what string, lo, hi, n int) {
+	if lo < 0 || hi > n || lo > hi {
+		panic(fmt.Sprintf("kernels: %s %s: range [%d,%d) outside [0,%d)", fn, what, lo, hi, n))
+	}
+}
+
 func checkRange(fn string, lo, hi, n int) {
 	if lo < 0 || hi > n || lo > hi {
 		panic(fmt.Sprintf("kernels: %s: range [%d,%d) outside [0,%d)", fn, lo, hi, n))
@@ -173,6 +179,11 @@ func MatVecTRange(y, w, x []float32, k, lo, hi int) {
 		clear(y[lo:hi])
 		return
 	}
+	matVecT(y, w, x, k, lo, hi)
+}
+
+// matVecT is MatVecTRange after the checks (k ≥ 1, lo < hi).
+func matVecT(y, w, x []float32, k, lo, hi int) {
 	switch vecLevel {
 	case AVX512:
 		matVecTAVX512(y, w, x, k, lo, hi)
@@ -292,7 +303,7 @@ func gemmNTSmall(c, a, w []float32, n, k, i0, i1, j0, j1 int, acc bool) {
 	j := j0
 	for ; j+4 <= j1; j += 4 {
 		for i := i0; i < i1; i++ {
-			MatVecTRange(out[:], w[j*k:(j+4)*k], a[i*k:i*k+k], k, 0, 4)
+			matVecT(out[:], w[j*k:(j+4)*k], a[i*k:i*k+k], k, 0, 4)
 			cr := c[i*n+j : i*n+j+4]
 			if acc {
 				cr[0] += out[0]
@@ -325,80 +336,75 @@ func zeroBlock[T float](c []T, n, i0, i1, j0, j1 int, acc bool) {
 	}
 }
 
-// GemmNN computes C[m×n] = A[m×k]·B[k×n] (+ C when accumulate), row-major, single-threaded.
+// GemmNN computes C[m×n] = A[m×k]·B[k×n] (+ C when accumulate), row-major, single-threaded:
+// the input gradient dX = dY·W of a linear layer.
 func GemmNN(c, a, b []float32, m, n, k int, accumulate bool) {
-	GemmNNRange(c, a, b, m, n, k, 0, m, accumulate)
+	GemmNNBlock(c, a, b, m, n, k, 0, m, 0, n, accumulate)
 }
 
 // GemmNNRange computes rows [lo,hi) of GemmNN.
 func GemmNNRange(c, a, b []float32, m, n, k, lo, hi int, accumulate bool) {
-	checkDims("GemmNN", m, n, k)
-	checkRange("GemmNN rows", lo, hi, m)
-	if lo == hi || n == 0 {
-		return
-	}
-	need("GemmNN", "a", len(a), m*k)
-	need("GemmNN", "b", len(b), k*n)
-	need("GemmNN", "c", len(c), m*n)
-	if k == 0 {
-		zeroBlock(c, n, lo, hi, 0, n, accumulate)
-		return
-	}
-	if p := packedParams(hi-lo, n, k); p != nil && usePacked(hi-lo) {
-		gemmPacked(p, kindNN, c, a, b, m, n, k, lo, hi, 0, n, accumulate)
-		return
-	}
-	if vecLevel == Generic {
-		gemmNNGeneric(c, a, b, n, k, lo, hi, accumulate)
-		return
-	}
-	for i := lo; i < hi; i++ {
-		cr := c[i*n : i*n+n]
-		if !accumulate {
-			clear(cr)
-		}
-		for p, s := range a[i*k : i*k+k] {
-			Axpy(s, b[p*n:p*n+n], cr)
-		}
-	}
+	GemmNNBlock(c, a, b, m, n, k, lo, hi, 0, n, accumulate)
+}
+
+// GemmNNBlock computes the block rows [i0,i1) × columns [j0,j1) of GemmNN. Column blocks
+// split the packing of B between workers; row blocks make each worker pack all of it.
+func GemmNNBlock(c, a, b []float32, m, n, k, i0, i1, j0, j1 int, accumulate bool) {
+	gemmBlock("GemmNN", kindNN, c, a, b, m, n, k, i0, i1, j0, j1, accumulate)
 }
 
 // GemmTN computes C[m×n] = Aᵀ·B (+ C when accumulate) for A [k×m] and B [k×n], row-major,
-// single-threaded: the weight gradient Σ_t x_tᵀ·g_t of a linear layer.
+// single-threaded: the weight gradient dW = dYᵀ·X of a linear layer (Σ over tokens).
 func GemmTN(c, a, b []float32, m, n, k int, accumulate bool) {
-	GemmTNRange(c, a, b, m, n, k, 0, m, accumulate)
+	GemmTNBlock(c, a, b, m, n, k, 0, m, 0, n, accumulate)
 }
 
 // GemmTNRange computes rows [lo,hi) of GemmTN (columns [lo,hi) of A).
 func GemmTNRange(c, a, b []float32, m, n, k, lo, hi int, accumulate bool) {
-	checkDims("GemmTN", m, n, k)
-	checkRange("GemmTN rows", lo, hi, m)
-	if lo == hi || n == 0 {
+	GemmTNBlock(c, a, b, m, n, k, lo, hi, 0, n, accumulate)
+}
+
+// GemmTNBlock computes the block rows [i0,i1) × columns [j0,j1) of GemmTN.
+func GemmTNBlock(c, a, b []float32, m, n, k, i0, i1, j0, j1 int, accumulate bool) {
+	gemmBlock("GemmTN", kindTN, c, a, b, m, n, k, i0, i1, j0, j1, accumulate)
+}
+
+// gemmBlock is GemmNNBlock and GemmTNBlock (A is [m×k] for NN, [k×m] for TN; B is [k×n]).
+func gemmBlock(fn string, kind gemmKind, c, a, b []float32, m, n, k, i0, i1, j0, j1 int, acc bool) {
+	checkDims(fn, m, n, k)
+	checkRange2(fn, "rows", i0, i1, m) // no concatenation here: it would allocate on every call
+	checkRange2(fn, "columns", j0, j1, n)
+	if i0 == i1 || j0 == j1 {
 		return
 	}
-	need("GemmTN", "a", len(a), k*m)
-	need("GemmTN", "b", len(b), k*n)
-	need("GemmTN", "c", len(c), m*n)
+	need(fn, "a", len(a), m*k)
+	need(fn, "b", len(b), k*n)
+	need(fn, "c", len(c), m*n)
 	if k == 0 {
-		zeroBlock(c, n, lo, hi, 0, n, accumulate)
+		zeroBlock(c, n, i0, i1, j0, j1, acc)
 		return
 	}
-	if p := packedParams(hi-lo, n, k); p != nil && usePacked(hi-lo) {
-		gemmPacked(p, kindTN, c, a, b, m, n, k, lo, hi, 0, n, accumulate)
+	if p := packedParams(i1-i0, j1-j0, k); p != nil && usePacked(i1-i0) {
+		gemmPacked(p, kind, c, a, b, m, n, k, i0, i1, j0, j1, acc)
 		return
 	}
-	if vecLevel == Generic {
-		gemmTNGeneric(c, a, b, m, n, k, lo, hi, accumulate)
-		return
+	// Small products: rows of C as sums of scaled rows of B.
+	axpy := axpyGeneric[float32]
+	switch vecLevel {
+	case AVX512:
+		axpy = axpyAVX512
+	case AVX2:
+		axpy = axpyAVX2
 	}
-	if !accumulate {
-		clear(c[lo*n : hi*n])
-	}
+	zeroBlock(c, n, i0, i1, j0, j1, acc)
 	for p := 0; p < k; p++ {
-		br := b[p*n : p*n+n]
-		ar := a[p*m : p*m+m]
-		for i := lo; i < hi; i++ {
-			Axpy(ar[i], br, c[i*n:i*n+n])
+		br := b[p*n+j0 : p*n+j1]
+		for i := i0; i < i1; i++ {
+			s := a[i*k+p]
+			if kind == kindTN {
+				s = a[p*m+i]
+			}
+			axpy(s, br, c[i*n+j0:i*n+j1])
 		}
 	}
 }

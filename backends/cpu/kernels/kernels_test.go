@@ -9,6 +9,10 @@ import (
 
 // levels runs f once per instruction-set level this CPU and build support (Generic always).
 func levels(t *testing.T, f func(t *testing.T)) {
+	levelsL(t, func(t *testing.T, _ Level) { f(t) })
+}
+
+func levelsL(t *testing.T, f func(t *testing.T, l Level)) {
 	t.Helper()
 	for _, l := range []Level{Generic, AVX2, AVX512} {
 		if l > cpuLevel() {
@@ -17,7 +21,7 @@ func levels(t *testing.T, f func(t *testing.T)) {
 		t.Run(l.String(), func(t *testing.T) {
 			prev := SetLevel(l)
 			defer SetLevel(prev)
-			f(t)
+			f(t, l)
 		})
 	}
 }
@@ -208,10 +212,13 @@ func checkGemm32(t *testing.T, name string, tc gemmCase, ref gemmRef, c, c0, a, 
 func TestGemm(t *testing.T) {
 	prevBLAS := SetBLAS(false)
 	defer SetBLAS(prevBLAS)
-	levels(t, func(t *testing.T) {
+	levelsL(t, func(t *testing.T, l Level) {
 		r := rand.New(rand.NewPCG(5, 6))
 		for _, tc := range allGemmCases() {
 			m, n, k := tc.m, tc.n, tc.k
+			if testing.Short() && l == Generic && m*n*k > 100_000 {
+				continue // the plain-Go paths are the same code at every size; -race makes them slow
+			}
 			a, b := randF32(r, m*k), randF32(r, n*k)
 			c0 := randF32(r, m*n)
 			for _, acc := range []bool{false, true} {
@@ -239,20 +246,26 @@ func TestGemm(t *testing.T) {
 				GemmTNRange(c, a, b, m, n, k, 0, m/2, false)
 				GemmTNRange(c, a, b, m, n, k, m/2, m, false)
 				checkGemm32(t, "GemmTNRange", tc, refTN, c, c0, a, b, false)
-				c = append([]float32(nil), c0...)
-				GemmNTBlock(c, a, b, m, n, k, 1, m-1, 1, n-1, true)
-				for i := 0; i < m; i++ {
-					for j := 0; j < n; j++ {
-						if (i == 0 || i == m-1 || j == 0 || j == n-1) && c[i*n+j] != c0[i*n+j] {
-							t.Fatalf("GemmNTBlock %v wrote outside the block at %d,%d", tc, i, j)
+				for _, v := range []struct {
+					name  string
+					block func(c, a, b []float32, m, n, k, i0, i1, j0, j1 int, acc bool)
+					ref   gemmRef
+				}{{"GemmNTBlock", GemmNTBlock, refNT}, {"GemmNNBlock", GemmNNBlock, refNN}, {"GemmTNBlock", GemmTNBlock, refTN}} {
+					c := append([]float32(nil), c0...)
+					v.block(c, a, b, m, n, k, 1, m-1, 1, n-1, true)
+					for i := 0; i < m; i++ {
+						for j := 0; j < n; j++ {
+							if (i == 0 || i == m-1 || j == 0 || j == n-1) && c[i*n+j] != c0[i*n+j] {
+								t.Fatalf("%s %v wrote outside the block at %d,%d", v.name, tc, i, j)
+							}
 						}
 					}
+					v.block(c, a, b, m, n, k, 0, 1, 0, n, true)
+					v.block(c, a, b, m, n, k, m-1, m, 0, n, true)
+					v.block(c, a, b, m, n, k, 1, m-1, 0, 1, true)
+					v.block(c, a, b, m, n, k, 1, m-1, n-1, n, true)
+					checkGemm32(t, v.name, tc, v.ref, c, c0, a, b, true)
 				}
-				GemmNTBlock(c, a, b, m, n, k, 0, 1, 0, n, true)
-				GemmNTBlock(c, a, b, m, n, k, m-1, m, 0, n, true)
-				GemmNTBlock(c, a, b, m, n, k, 1, m-1, 0, 1, true)
-				GemmNTBlock(c, a, b, m, n, k, 1, m-1, n-1, n, true)
-				checkGemm32(t, "GemmNTBlock", tc, refNT, c, c0, a, b, true)
 			}
 		}
 	})
@@ -331,6 +344,10 @@ func TestPanics(t *testing.T) {
 		},
 		"int8 range": func() {
 			MatVecTInt8(make([]float32, 2), NewInt8Matrix(make([]float32, 8), 2, 4), make([]float32, 4), 0, 3)
+		},
+		"int8 NaN": func() { NewInt8Matrix([]float32{1, float32(math.NaN())}, 1, 2) },
+		"GemmNNBlock range": func() {
+			GemmNNBlock(make([]float32, 6), make([]float32, 6), make([]float32, 9), 2, 3, 3, 0, 2, 1, 4, false)
 		},
 	}
 	for name, f := range cases {

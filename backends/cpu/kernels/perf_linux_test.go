@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -87,5 +88,33 @@ func TestPerfTable(t *testing.T) {
 		a, b, c = benchMatrix(k, m), benchMatrix(k, n), make([]float32, m*n)
 		ct, wl = measure(3, func() { GemmTN(c, a, b, m, n, k, false) })
 		fmt.Printf("GemmTN go   %dx%dx%d: %6.1f GFLOP/s cpu-time  %6.1f wall\n", m, n, k, flop/ct.Seconds()/1e9, flop/wl.Seconds()/1e9)
+	}
+	// Two workers: the Go kernel split by columns (each worker packs only its rows of W) against
+	// OpenBLAS on two threads, to check BLASMinRows.
+	for _, m := range []int{16, 64, 512} {
+		n, k := 3352, 768
+		a, w, c := benchMatrix(m, k), benchMatrix(n, k), make([]float32, m*n)
+		flop := 2 * float64(m) * float64(n) * float64(k)
+		reps := max(1, 2_000_000_000/int(flop))
+		_, wl := measure(reps, func() {
+			var wg sync.WaitGroup
+			half := (n/2 + 31) / 32 * 32
+			for _, r := range [][2]int{{0, half}, {half, n}} {
+				wg.Add(1)
+				go func(j0, j1 int) {
+					defer wg.Done()
+					GemmNTBlock(c, a, w, m, n, k, 0, m, j0, j1, false)
+				}(r[0], r[1])
+			}
+			wg.Wait()
+		})
+		fmt.Printf("GemmNT go×2 %dx%dx%d: %6.1f GFLOP/s wall (2 goroutines, column split)\n", m, n, k, flop/wl.Seconds()/1e9)
+		if _, ok := BLAS(); ok {
+			prev := Threads()
+			SetThreads(2)
+			_, wl := measure(reps, func() { SGEMM(false, true, m, n, k, 1, a, k, w, k, 0, c, n) })
+			SetThreads(prev)
+			fmt.Printf("GemmNT blas2 %dx%dx%d: %6.1f GFLOP/s wall (2 OpenBLAS threads)\n", m, n, k, flop/wl.Seconds()/1e9)
+		}
 	}
 }

@@ -105,7 +105,8 @@ type Int8Matrix struct {
 }
 
 // NewInt8Matrix quantises a row-major float32 [n×k] matrix: each row is scaled so its largest
-// magnitude maps to 127 and rounded to nearest (an all-zero row gets scale 0).
+// magnitude maps to 127 and rounded to nearest (an all-zero row gets scale 0). It panics if a
+// row holds an Inf or NaN, which no scale can represent.
 func NewInt8Matrix(w []float32, n, k int) Int8Matrix {
 	checkDims("NewInt8Matrix", n, k)
 	need("NewInt8Matrix", "w", len(w), n*k)
