@@ -3,9 +3,9 @@ GO      ?= go
 # The whole suite must finish well inside 10 minutes on 2 cores.
 TIMEOUT ?= 8m
 
-.PHONY: test vet fmt unit race bench demo
+.PHONY: test vet fmt unit race kernelsets bench demo
 
-test: vet fmt unit race
+test: vet fmt unit race kernelsets
 
 vet:
 	$(GO) vet ./...
@@ -21,8 +21,25 @@ unit:
 race:
 	$(GO) test -race -short -timeout $(TIMEOUT) ./graph/ ./backends/cpu/ ./backends/backendtest/ ./cache/ ./models/mamba2/ ./models/encdec/
 
-bench:
-	$(GO) test -bench . -benchmem -run '^$$' ./graph/ ./backends/...
+# Parity, split invariance and the compliance suite with each kernel set: SIMD (GOEXPERIMENT=simd)
+# and, in the default build, without OpenBLAS.
+kernelsets:
+	GOEXPERIMENT=simd $(GO) test -short -timeout $(TIMEOUT) ./backends/cpu/... ./models/mamba2/
+	MAMBA2_BLAS=off $(GO) test -short -count=1 -timeout $(TIMEOUT) ./backends/cpu/ ./models/mamba2/
+
+bench: bin/m130
+	GOEXPERIMENT=simd $(GO) build -o bin/mamba2-simd ./cmd/mamba2
+	$(GO) build -o bin/mamba2 ./cmd/mamba2
+	@echo "== 130m shape, SIMD build (GOEXPERIMENT=simd)"
+	bin/mamba2-simd bench --model bin/m130 --threads 2 --json
+	@echo "== 130m shape, default build"
+	bin/mamba2 bench --model bin/m130 --threads 2 --json
+	@echo "== kernel micro-benchmarks"
+	GOEXPERIMENT=simd $(GO) test -bench . -benchmem -benchtime 200ms -run '^$$' ./graph/ ./backends/cpu/kernels/
+
+bin/m130:
+	$(GO) run ./cmd/mamba2 init --config testdata/configs/mamba2-130m.json --out bin/m130
+
 
 demo:
 	$(GO) run ./cmd/mamba2 demo
