@@ -27,23 +27,6 @@ const mambaGrain = 1 << 14
 // mambaExp is e^v computed in float64 and rounded to the buffer type.
 func mambaExp[T Float](v T) T { return T(math.Exp(float64(v))) }
 
-// mambaDot is Σ a[i]·b[i] with four independent accumulators (b at least as long as a).
-func mambaDot[T Float](a, b []T) T {
-	b = b[:len(a)]
-	var s0, s1, s2, s3 T
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
-	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return (s0 + s1) + (s2 + s3)
-}
-
 // mambaBind points *dst at buffer i of bufs, checking the element count the kernel was compiled for.
 func mambaBind[T Float](dst *[]T, bufs []backends.Buffer, i, want int, what string) error {
 	d, err := data[T](bufs, i)
@@ -164,6 +147,10 @@ func (k *causalConvKernel[T]) channels(lo, hi int) {
 		}
 		xb, yb := k.x[b*nt*nc:(b+1)*nt*nc], k.y[b*nt*nc:(b+1)*nt*nc]
 		sb, nsb := k.st[b*nc*nk:(b+1)*nc*nk], k.ns[b*nc*nk:(b+1)*nc*nk]
+		if nt == 1 && valid == 1 && nk > 0 {
+			k.step(xb, yb, sb, nsb, lo, hi)
+			continue
+		}
 		for t := 0; t < valid; t++ {
 			yr := yb[t*nc+lo : t*nc+hi]
 			copy(yr, k.bias[lo:hi])
@@ -195,6 +182,25 @@ func (k *causalConvKernel[T]) channels(lo, hi int) {
 				}
 			}
 		}
+	}
+}
+
+// step is channels for one token (decoding), channel by channel: the same sums in the same
+// order, without walking the state with a stride per tap.
+func (k *causalConvKernel[T]) step(x, y, s, ns []T, lo, hi int) {
+	nk := k.nk
+	for c := lo; c < hi; c++ {
+		w, sr, nr := k.w[c*nk:(c+1)*nk], s[c*nk:(c+1)*nk], ns[c*nk:(c+1)*nk]
+		xv := x[c]
+		acc := k.bias[c]
+		for j, wv := range w[:nk-1] {
+			acc += wv * sr[j+1]
+		}
+		y[c] = acc + w[nk-1]*xv
+		for j := 0; j < nk-1; j++ {
+			nr[j] = sr[j+1]
+		}
+		nr[nk-1] = xv
 	}
 }
 
@@ -351,26 +357,57 @@ func ssdSizes(d ops.SSDDims) []int {
 		d.H, d.B * d.H * d.P * d.N}
 }
 
-// ssdKernel runs SSD by state-space duality. Phase one computes, per batch row, group and chunk,
-// the lower triangle of C·Bᵀ (shared by the heads of the group). Phase two, parallel over batch ×
-// heads, walks the chunks in order: with cs the cumulative sum of dt·A inside the chunk,
+const (
+	// ssdBlock is the row block of the intra-chunk product: block r multiplies its rows of the
+	// decay-masked C·Bᵀ by the first (r+1)·ssdBlock rows of dt·x, skipping the zero upper part.
+	ssdBlock = 64
+	// ssdMaxExp bounds the exponents of the factored decays exp(cs_i − ref)·exp(ref − cs_j)
+	// when one factor may exceed 1 (float32 overflows near e^88).
+	ssdMaxExp = 40
+	// ssdTile is the row tile of a diagonal block whose decay range is too large to factor.
+	ssdTile = 16
+)
+
+// ssdKernel runs SSD by state-space duality, with matrix products. With cs the cumulative sum
+// of dt·A inside a chunk (n ≤ q tokens) and S [P×N] the state entering it (the initial state for
+// the first chunk), per head
 //
-//	y_i = exp(cs_i)·S·C_i + Σ_{j≤i} (C_i·B_j)·exp(cs_i − cs_j)·dt_j·x_j + D·x_i
-//	S  ← exp(cs_last)·S + Σ_j exp(cs_last − cs_j)·dt_j·x_j ⊗ B_j
+//	Y  = diag(exp(cs))·C·Sᵀ + (C·Bᵀ ∘ L)·(dt ∘ X) + D·X,  L_ij = exp(cs_i − cs_j) for j ≤ i, else 0
+//	S ← exp(cs_last)·S + (w ∘ dt ∘ X)ᵀ·B,              w_j = exp(cs_last − cs_j)
 //
-// where S is the state entering the chunk (the initial state for the first one). The last chunk
-// may be shorter than the chunk size.
+// with X [n×P], B and C [n×N] the chunk's rows. Phase one computes the lower block triangle of
+// C·Bᵀ per batch row, group, chunk and row block (shared by the heads of the group); phase two,
+// parallel over batch × heads, walks the chunks in order with three products per chunk (C·Sᵀ,
+// the masked C·Bᵀ times dt·X by row blocks of ssdBlock, and the state update) through package
+// kernels. The decay mask of a row block [r0,r1) factors as exp(cs_i − cs_r0)·exp(cs_r0 − cs_j):
+// both factors are at most 1 left of the diagonal block, so only O(q) exponentials are needed
+// per block; the diagonal block is factored too when its decay range is below ssdMaxExp, else
+// split into row tiles of ssdTile treated the same way, and a tile whose range is still too
+// large takes one exponential per entry. Decay factors below 2^−60 (float32) are flushed to
+// zero (see mambaDecay); for float32 the exponentials are vectorised when built with
+// GOEXPERIMENT=simd. With more than one group the B and C rows are first gathered per group,
+// so that every product reads contiguous rows.
 type ssdKernel[T Float] struct {
 	be                              *Backend
 	d                               ops.SSDDims
-	q, nc, hpg                      int
+	q, nc, nrb, hpg                 int
 	x, dt, a, bm, cm, dd, st, y, ns []T
-	cb                              []T // [B, G, nc, q, q]: C_i·B_j for j ≤ i
-	cs                              []T // [B·H, q]: cumulative dt·A of the current chunk, per item
+	cb                              []T // [B, G, nc, q·q]: C·Bᵀ of each chunk (row stride n), lower block triangle
+	gb, gc                          []T // [B, G, T, N]: B and C by group (G > 1 only)
+	slots                           chan *ssdScratch[T]
 	inDst, outDst                   []*[]T
 	inSize, outSize                 []int
-	cbFn, headFn                    func(lo, hi int)
+	gatherFn, cbFn, headFn          func(lo, hi int)
 	wg                              sync.WaitGroup
+}
+
+// ssdScratch is one worker's memory for a chunk of one head.
+type ssdScratch[T Float] struct {
+	cs, u, v []T // [q]
+	e        []T // [q]: exp(cs), then exp(cs_last − cs)
+	u2, v2   []T // [ssdTile], [q]: the same for the row tiles of a diagonal block
+	xd, yc   []T // [q×P]: dt·x (then w·dt·x), the chunk's output
+	m        []T // [ssdBlock×q]: one row block of the decay-masked C·Bᵀ
 }
 
 func compileSSD(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
@@ -392,14 +429,27 @@ func compileSSD(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.K
 }
 
 func newSSD[T Float](be *Backend, d ops.SSDDims, chunk int) *ssdKernel[T] {
-	q := min(chunk, d.T)
-	k := &ssdKernel[T]{be: be, d: d, q: q, nc: (d.T + q - 1) / q, hpg: d.H / d.G}
+	q := max(1, min(chunk, d.T))
+	k := &ssdKernel[T]{be: be, d: d, q: q, nc: (d.T + q - 1) / q, nrb: (q + ssdBlock - 1) / ssdBlock, hpg: d.H / d.G}
 	k.cb = make([]T, d.B*d.G*k.nc*q*q)
-	k.cs = make([]T, d.B*d.H*q)
+	if d.G > 1 {
+		k.gb = make([]T, d.B*d.G*d.T*d.N)
+		k.gc = make([]T, len(k.gb))
+	}
+	threads := be.pool.threads
+	k.slots = make(chan *ssdScratch[T], threads)
+	for i := 0; i < threads; i++ {
+		k.slots <- &ssdScratch[T]{
+			cs: make([]T, q), e: make([]T, q), u: make([]T, q), v: make([]T, q), u2: make([]T, ssdTile), v2: make([]T, q),
+			xd: make([]T, q*d.P), yc: make([]T, q*d.P),
+			m: make([]T, min(q, ssdBlock)*q),
+		}
+	}
 	k.inDst = []*[]T{&k.x, &k.dt, &k.a, &k.bm, &k.cm, &k.dd, &k.st}
 	k.inSize = ssdSizes(d)
 	k.outDst = []*[]T{&k.y, &k.ns}
 	k.outSize = []int{k.inSize[0], k.inSize[6]}
+	k.gatherFn = k.gather
 	k.cbFn = k.chunkCB
 	k.headFn = k.heads
 	return k
@@ -413,108 +463,231 @@ func (k *ssdKernel[T]) Run(in, out []backends.Buffer) error {
 		return err
 	}
 	d := k.d
-	k.be.pool.parallelFor(&k.wg, d.B*d.G*k.nc, max(1, mambaGrain/max(1, k.q*k.q*d.N/2)), k.cbFn)
-	perHead := d.T * (k.q*(d.P+1)/2 + 3*d.P*d.N)
+	if d.T == 0 {
+		copy(k.ns, k.st)
+		return nil
+	}
+	if d.G > 1 {
+		k.be.pool.parallelFor(&k.wg, d.B*d.T, max(1, mambaGrain/max(1, d.G*d.N)), k.gatherFn)
+	}
+	k.be.pool.parallelFor(&k.wg, d.B*d.G*k.nc*k.nrb, max(1, mambaGrain/max(1, k.q*min(k.q, ssdBlock)*d.N)), k.cbFn)
+	perHead := d.T * (k.q*d.P + 4*d.P*d.N)
 	k.be.pool.parallelFor(&k.wg, d.B*d.H, max(1, mambaGrain/max(1, perHead)), k.headFn)
 	return nil
 }
 
-// chunkCB fills the C·Bᵀ lower triangles of items lo..hi (item = (b·G + g)·nc + chunk).
+// gather copies the B and C rows of (b, t) items lo..hi (item = b·T + t) into gb and gc.
+func (k *ssdKernel[T]) gather(lo, hi int) {
+	d := k.d
+	for it := lo; it < hi; it++ {
+		b, t := it/d.T, it%d.T
+		for g := 0; g < d.G; g++ {
+			src := (it*d.G + g) * d.N
+			dst := ((b*d.G+g)*d.T + t) * d.N
+			copy(k.gb[dst:dst+d.N], k.bm[src:src+d.N])
+			copy(k.gc[dst:dst+d.N], k.cm[src:src+d.N])
+		}
+	}
+}
+
+// rows returns the B and C rows [t0, t0+n) of batch row b, group g: [n×N] each, contiguous.
+func (k *ssdKernel[T]) rows(b, g, t0, n int) (bc, cc []T) {
+	d := k.d
+	if d.G == 1 {
+		o := (b*d.T + t0) * d.N
+		return k.bm[o : o+n*d.N], k.cm[o : o+n*d.N]
+	}
+	o := ((b*d.G+g)*d.T + t0) * d.N
+	return k.gb[o : o+n*d.N], k.gc[o : o+n*d.N]
+}
+
+// chunkCB fills C·Bᵀ for items lo..hi (item = ((b·G + g)·nc + chunk)·nrb + row block): the
+// block's rows, columns up to its end.
 func (k *ssdKernel[T]) chunkCB(lo, hi int) {
 	d, q := k.d, k.q
 	for it := lo; it < hi; it++ {
-		c := it % k.nc
-		bg := it / k.nc
+		r := it % k.nrb
+		bgc := it / k.nrb
+		c := bgc % k.nc
+		bg := bgc / k.nc
 		b, g := bg/d.G, bg%d.G
 		t0 := c * q
 		n := min(q, d.T-t0)
-		cb := k.cb[it*q*q : (it+1)*q*q]
-		for i := 0; i < n; i++ {
-			ci := k.cm[((b*d.T+t0+i)*d.G+g)*d.N:][:d.N]
-			row := cb[i*q : i*q+i+1]
-			for j := range row {
-				bj := k.bm[((b*d.T+t0+j)*d.G+g)*d.N:][:d.N]
-				row[j] = mambaDot(ci, bj)
-			}
+		r0 := r * ssdBlock
+		if r0 >= n {
+			continue
 		}
+		r1 := min(r0+ssdBlock, n)
+		bc, cc := k.rows(b, g, t0, n)
+		mmNTBlock(k.cb[bgc*q*q:bgc*q*q+n*n], cc, bc, n, n, d.N, r0, r1, 0, r1)
 	}
 }
 
 // heads runs the chunk recurrence for items lo..hi (item = b·H + h). The state lives in newState,
 // which is first copied from state (so the two may share memory).
 func (k *ssdKernel[T]) heads(lo, hi int) {
+	sc := <-k.slots
 	d, q := k.d, k.q
-	nT, nH, nP, nG, nN := d.T, d.H, d.P, d.G, d.N
-	pn := nP * nN
+	pn := d.P * d.N
 	for it := lo; it < hi; it++ {
-		b, h := it/nH, it%nH
-		g := h / k.hpg
-		av, dv := k.a[h], k.dd[h]
+		b, h := it/d.H, it%d.H
 		S := k.ns[it*pn : (it+1)*pn]
 		copy(S, k.st[it*pn:(it+1)*pn])
-		cs := k.cs[it*q : (it+1)*q]
 		for c := 0; c < k.nc; c++ {
-			t0 := c * q
-			n := min(q, nT-t0)
-			var acc T
-			for i := 0; i < n; i++ {
-				acc += k.dt[(b*nT+t0+i)*nH+h] * av
-				cs[i] = acc
-			}
-			cb := k.cb[((b*nG+g)*k.nc+c)*q*q:]
-			for i := 0; i < n; i++ {
-				t := t0 + i
-				xo := ((b*nT+t)*nH + h) * nP
-				yi, xi := k.y[xo:xo+nP], k.x[xo:xo+nP]
-				ci := k.cm[((b*nT+t)*nG+g)*nN:][:nN]
-				// Inter-chunk part: the entering state read through C_i, decayed to token i.
-				e := mambaExp(cs[i])
-				for p := range yi {
-					yi[p] = e*mambaDot(S[p*nN:(p+1)*nN], ci) + dv*xi[p]
-				}
-				// Intra-chunk part: the decay-masked C·Bᵀ row times dt·x.
-				for j, cbv := range cb[i*q : i*q+i+1] {
-					f := cbv * mambaExp(cs[i]-cs[j]) * k.dt[(b*nT+t0+j)*nH+h]
-					if f == 0 {
-						continue
-					}
-					xj := k.x[((b*nT+t0+j)*nH+h)*nP:][:nP]
-					for p, xv := range xj {
-						yi[p] += f * xv
-					}
-				}
-			}
-			// Pass the state to the next chunk.
-			last := cs[n-1]
-			if e := mambaExp(last); e != 1 {
-				for i := range S {
-					S[i] *= e
-				}
-			}
-			for j := 0; j < n; j++ {
-				t := t0 + j
-				wj := mambaExp(last-cs[j]) * k.dt[(b*nT+t)*nH+h]
-				if wj == 0 {
-					continue
-				}
-				xj := k.x[((b*nT+t)*nH+h)*nP:][:nP]
-				bj := k.bm[((b*nT+t)*nG+g)*nN:][:nN]
-				for p, xv := range xj {
-					f := wj * xv
-					row := S[p*nN : (p+1)*nN]
-					for m, bv := range bj {
-						row[m] += f * bv
-					}
-				}
+			k.chunk(sc, S, b, h, c, c*q, min(q, d.T-c*q))
+		}
+	}
+	k.slots <- sc
+}
+
+// chunk computes y for tokens t0..t0+n of row b, head h (chunk c) and advances S past them.
+func (k *ssdKernel[T]) chunk(sc *ssdScratch[T], S []T, b, h, c, t0, n int) {
+	d := k.d
+	nT, nH, nP, nN := d.T, d.H, d.P, d.N
+	g := h / k.hpg
+	av, dv := k.a[h], k.dd[h]
+	cs := sc.cs[:n]
+	var acc T
+	for i := range cs {
+		acc += k.dt[(b*nT+t0+i)*nH+h] * av
+		cs[i] = acc
+	}
+	// xd = dt ∘ X (zero rows for dt = 0: such tokens must not touch anything).
+	xd := sc.xd[:n*nP]
+	for j := 0; j < n; j++ {
+		row := xd[j*nP : (j+1)*nP]
+		if dtv := k.dt[(b*nT+t0+j)*nH+h]; dtv != 0 {
+			mambaScaleTo(row, k.x[((b*nT+t0+j)*nH+h)*nP:], dtv)
+		} else {
+			clear(row)
+		}
+	}
+	bc, cc := k.rows(b, g, t0, n)
+	// Inter-chunk part: the entering state read through C, decayed to each token.
+	yc := sc.yc[:n*nP]
+	if c == 0 && mambaAllZero(S) {
+		clear(yc)
+	} else {
+		mmNT(yc, cc, S, n, nP, nN, false)
+		e := sc.e[:n]
+		mambaExpAffine(e, cs, 0, 1)
+		for i, v := range e {
+			if v != 1 {
+				mambaScale(yc[i*nP:(i+1)*nP], v)
 			}
 		}
+	}
+	// Intra-chunk part, by row blocks.
+	cb := k.cb[((b*d.G+g)*k.nc+c)*k.q*k.q:][:n*n]
+	for r0 := 0; r0 < n; r0 += ssdBlock {
+		r1 := min(r0+ssdBlock, n)
+		m := k.maskBlock(sc, cb, cs, n, r0, r1)
+		mmNN(yc[r0*nP:r1*nP], m, xd[:r1*nP], r1-r0, nP, r1, true)
+	}
+	for i := 0; i < n; i++ {
+		xo := ((b*nT+t0+i)*nH + h) * nP
+		mambaAddScaled(k.y[xo:xo+nP], yc[i*nP:(i+1)*nP], k.x[xo:xo+nP], dv)
+	}
+	// Pass the state to the next chunk.
+	last := cs[n-1]
+	w := sc.e[:n]
+	mambaExpAffine(w, cs, last, -1)
+	for j, v := range w {
+		if v != 1 {
+			mambaScale(xd[j*nP:(j+1)*nP], v)
+		}
+	}
+	if e := mambaDecay(last); e != 1 {
+		mambaScale(S, e)
+	}
+	mmTN(S, xd, bc, nP, nN, n, true)
+}
+
+// maskBlock returns rows [r0,r1) of C·Bᵀ ∘ L (see ssdKernel), columns [0,r1), in sc.m.
+func (k *ssdKernel[T]) maskBlock(sc *ssdScratch[T], cb, cs []T, n, r0, r1 int) []T {
+	m := sc.m[:(r1-r0)*r1]
+	ssdMaskRows(m, r1, r0, cb, n, cs, r0, r1, 0, sc.u, sc.v, sc.u2, sc.v2)
+	return m
+}
+
+// ssdSafe reports whether exp(a)·exp(b) may stand for exp(a + b) for a in [aLo,aHi] and b in
+// [bLo,bHi]: when both factors are at most 1 (an underflow then means a negligible true value)
+// or when neither can under- or overflow.
+func ssdSafe[T Float](aLo, aHi, bLo, bHi T) bool {
+	return (aHi <= 0 && bHi <= 0) ||
+		(aLo >= -ssdMaxExp && aHi <= ssdMaxExp && bLo >= -ssdMaxExp && bHi <= ssdMaxExp)
+}
+
+// ssdMaskRows fills rows [r0,r1) of M (row i at m[(i−mr0)·w:]), columns [c0,r1): C·Bᵀ (cb, row
+// stride n) times exp(cs_i − cs_j) for j ≤ i, zero right of the diagonal. Left of the diagonal
+// block the decay factors through ref = cs_r0 as u_i·v_j = exp(cs_i − ref)·exp(ref − cs_j); the
+// diagonal block too when its range allows. Otherwise the diagonal block is split into row
+// tiles of ssdTile (u2, v2 their scratch) and, at that size, takes one exponential per entry.
+func ssdMaskRows[T Float](m []T, w, mr0 int, cb []T, n int, cs []T, r0, r1, c0 int, u, v, u2, v2 []T) {
+	ref := cs[r0]
+	aLo, aHi := T(0), T(0)
+	for _, c := range cs[r0:r1] {
+		aLo, aHi = min(aLo, c-ref), max(aHi, c-ref)
+	}
+	u = u[:r1-r0]
+	haveU := false
+	fillU := func() {
+		if !haveU {
+			mambaExpAffine(u, cs[r0:r1], -ref, 1)
+			haveU = true
+		}
+	}
+	// perEntry sets rows [r0,r1), columns [j0, min(j1, i+1)) one exponential at a time.
+	perEntry := func(j0, j1 int) {
+		for i := r0; i < r1; i++ {
+			if e := min(j1, i+1); j0 < e {
+				mambaMulExp(m[(i-mr0)*w+j0:(i-mr0)*w+e], cb[i*n+j0:], cs[j0:], cs[i])
+			}
+		}
+	}
+	if c0 < r0 {
+		bLo, bHi := ref-cs[c0], ref-cs[c0]
+		for _, c := range cs[c0:r0] {
+			bLo, bHi = min(bLo, ref-c), max(bHi, ref-c)
+		}
+		if ssdSafe(aLo, aHi, bLo, bHi) {
+			fillU()
+			mambaExpAffine(v[c0:r0], cs[c0:r0], ref, -1)
+			for i := r0; i < r1; i++ {
+				mambaMulScaled(m[(i-mr0)*w+c0:(i-mr0)*w+r0], cb[i*n+c0:], v[c0:], u[i-r0])
+			}
+		} else {
+			perEntry(c0, r0)
+		}
+	}
+	bLo, bHi := T(0), T(0)
+	for _, c := range cs[r0:r1] {
+		bLo, bHi = min(bLo, ref-c), max(bHi, ref-c)
+	}
+	switch {
+	case ssdSafe(aLo, aHi, bLo, bHi):
+		fillU()
+		mambaExpAffine(v[r0:r1], cs[r0:r1], ref, -1)
+		for i := r0; i < r1; i++ {
+			mambaMulScaled(m[(i-mr0)*w+r0:(i-mr0)*w+i+1], cb[i*n+r0:], v[r0:], u[i-r0])
+		}
+	case r1-r0 > ssdTile && u2 != nil:
+		for s0 := r0; s0 < r1; s0 += ssdTile {
+			ssdMaskRows(m, w, mr0, cb, n, cs, s0, min(s0+ssdTile, r1), r0, u2, v2, nil, nil)
+		}
+	default:
+		perEntry(r0, r1)
+	}
+	for i := r0; i < r1; i++ {
+		clear(m[(i-mr0)*w+i+1 : (i-mr0)*w+r1])
 	}
 }
 
 // ---- SSDStep ----
 
-// ssdStepKernel advances the recurrence by one token, parallel over batch × heads. It updates
-// element-wise, so newState may share memory with state.
+// ssdStepKernel advances the recurrence by one token, parallel over batch × heads, in one fused
+// pass per state row (vectorised for float32, see mambaStepHead). It updates element-wise, so
+// newState may share memory with state.
 type ssdStepKernel[T Float] struct {
 	be                              *Backend
 	d                               ops.SSDDims
@@ -579,18 +752,7 @@ func (k *ssdStepKernel[T]) heads(lo, hi int) {
 		bo := (b*d.G + g) * nN
 		bv, cv := k.bm[bo:bo+nN], k.cm[bo:bo+nN]
 		S, O := k.st[it*pn:(it+1)*pn], k.ns[it*pn:(it+1)*pn]
-		dv := k.dd[h]
-		for p, xv := range xi {
-			f := dtv * xv
-			srow, orow := S[p*nN:(p+1)*nN], O[p*nN:(p+1)*nN]
-			var s T
-			for m := range orow {
-				v := decay*srow[m] + f*bv[m]
-				orow[m] = v
-				s += v * cv[m]
-			}
-			yi[p] = s + dv*xv
-		}
+		mambaStepHead(O, S, xi, yi, bv, cv, decay, dtv, k.dd[h])
 	}
 }
 
@@ -715,11 +877,7 @@ func (k *ssdGradKernel[T]) advance(dst, src []T, b, h, g, t int) {
 	xt := k.x[((b*d.T+t)*d.H+h)*d.P:][:d.P]
 	bt := k.bm[((b*d.T+t)*d.G+g)*nN:][:nN]
 	for p, xv := range xt {
-		f := dtv * xv
-		s, o := src[p*nN:(p+1)*nN], dst[p*nN:(p+1)*nN]
-		for m, bv := range bt {
-			o[m] = decay*s[m] + f*bv
-		}
+		mambaAdvanceRow(dst[p*nN:(p+1)*nN], src[p*nN:(p+1)*nN], bt, decay, dtv*xv)
 	}
 }
 
@@ -789,17 +947,9 @@ func (k *ssdGradKernel[T]) head(sc *ssdGradScratch[T], b, h, g int, tgtB, tgtC [
 			for p, xv := range xt {
 				gp := gyt[p]
 				dDacc += gp * xv
-				grow, srow, prow := gm[p*nN:(p+1)*nN], st[p*nN:(p+1)*nN], sp[p*nN:(p+1)*nN]
-				f := dtv * xv
-				var v T
-				for m := range grow {
-					dCt[m] += gp * srow[m]
-					gv := grow[m] + gp*ct[m]
-					v += gv * bt[m]
-					gsum += gv * prow[m]
-					dBt[m] += f * gv
-					grow[m] = decay * gv
-				}
+				v, gs := mambaGradRow(gm[p*nN:(p+1)*nN], st[p*nN:(p+1)*nN], sp[p*nN:(p+1)*nN], ct, bt, dCt, dBt,
+					gp, dtv*xv, decay)
+				gsum += gs
 				dxt[p] = dv*gp + dtv*v
 				gx += xv * v
 			}
