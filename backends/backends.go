@@ -48,8 +48,9 @@ type Backend interface {
 	Alloc(s shapes.Shape) (Buffer, error)
 	// Free releases a buffer; using it afterwards is an error.
 	Free(b Buffer) error
-	// Write copies a host slice ([]float32, []float64 or []int64 matching the dtype, with exactly
-	// Shape().Size() elements) into dst.
+	// Write copies a host slice ([]float32, []float64 or []int64 matching the dtype, []uint16 of
+	// raw bits for bfloat16 and float16, []int8 for int8; with exactly Shape().Size() elements)
+	// into dst.
 	Write(dst Buffer, src any) error
 	// Read copies src into a host slice of the matching type and size.
 	Read(dst any, src Buffer) error
@@ -59,6 +60,16 @@ type Backend interface {
 	Compile(op Op, in, out []shapes.Shape) (Kernel, error)
 	// Close releases everything the backend holds.
 	Close() error
+}
+
+// RangeWriter is implemented by backends that can write part of a buffer. Loaders use it to fill
+// a large weight from a file piece by piece, through a small reusable host buffer, instead of
+// holding the whole tensor on the host a second time; without it they fall back to one Write.
+type RangeWriter interface {
+	// WriteRange copies src ([]float32, []float64 or []int64 matching dst's dtype) into dst's
+	// elements [offset, offset+len(src)), in row-major order. A range outside dst, another type
+	// and a freed or foreign buffer are errors that name the offset, the sizes and the types.
+	WriteRange(dst Buffer, offset int, src any) error
 }
 
 // ErrUnsupported is wrapped by errors for ops or dtypes a backend does not implement.

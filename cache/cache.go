@@ -53,6 +53,11 @@ func New(be backends.Backend, spec Spec, batch int) (*Cache, error) {
 	if len(spec.Tensors) == 0 {
 		return nil, errors.New("cache: the spec has no tensors")
 	}
+	if !spec.DType.IsFloat() {
+		// The state is computed, so it has the model's compute dtype; weights may be stored in
+		// bfloat16, float16 or int8, the state may not.
+		return nil, fmt.Errorf("cache: state dtype %s is not float32 or float64", spec.DType)
+	}
 	c := &Cache{be: be, spec: spec, batch: batch, index: map[string]int{}, lengths: make([]int, batch)}
 	for i, t := range spec.Tensors {
 		if _, dup := c.index[t.Name]; dup {

@@ -126,3 +126,16 @@ func TestResetAndClone(t *testing.T) {
 	_, err = cache.New(be, testSpec("m"), 0)
 	require.Error(t, err)
 }
+
+// TestNewRefusesNonFloatState: the state has the model's compute dtype; a storage dtype (the
+// weights' bfloat16, float16 or int8) or int64 is refused.
+func TestNewRefusesNonFloatState(t *testing.T) {
+	be, err := backends.New("cpu")
+	require.NoError(t, err)
+	for _, dt := range []shapes.DType{shapes.BFloat16, shapes.Float16, shapes.Int8, shapes.Int64, shapes.InvalidDType} {
+		spec := testSpec("fp")
+		spec.DType = dt
+		_, err := cache.New(be, spec, 2)
+		require.ErrorContains(t, err, "state dtype "+dt.String())
+	}
+}

@@ -26,6 +26,9 @@ type step struct {
 	out    []backends.Buffer
 	inRef  []*Node
 	outRef []*Node
+	// writeBack lists the states whose new value this step computes and that nothing later
+	// reads the old value of: they are written back right after it (see eagerStates).
+	writeBack []*boundState
 }
 
 // Program is a compiled graph bound to a backend. It owns its intermediate buffers, its input
@@ -54,6 +57,7 @@ type boundState struct {
 	write *Node
 	buf   backends.Buffer
 	own   backends.Buffer
+	eager bool // written back right after the step computing it, not at the end of the run
 }
 
 // Compile schedules what the graph's outputs and state writes need, binds Params to w (which may
@@ -157,6 +161,14 @@ func (g *Graph) Compile(be backends.Backend, w *Weights) (*Program, error) {
 		}
 	}
 
+	eager := eagerStates(g, sched, lastUse)
+	for _, st := range p.states {
+		if eager[st.write] {
+			st.eager = true
+			pin[st.write] = false // its buffer is free for reuse once written back
+		}
+	}
+
 	// Buffer plan: reuse a freed buffer of the same shape size and dtype.
 	type key struct {
 		dt shapes.DType
@@ -221,6 +233,11 @@ func (g *Graph) Compile(be backends.Backend, w *Weights) (*Program, error) {
 		}
 		st.in = make([]backends.Buffer, len(app.inputs))
 		st.out = make([]backends.Buffer, len(app.outputs))
+		for _, bs := range p.states {
+			if bs.eager && bs.write.app == app {
+				st.writeBack = append(st.writeBack, bs)
+			}
+		}
 		p.steps = append(p.steps, st)
 	}
 	p.outputs = append(p.outputs, g.outputs...)
@@ -259,6 +276,49 @@ func (g *Graph) Compile(be backends.Backend, w *Weights) (*Program, error) {
 	}
 	ok = true
 	return p, nil
+}
+
+// eagerStates returns the state write nodes that can be written back right after the step
+// computing them instead of at the end of the run. A program would otherwise hold every state's
+// new value until the end: with a state per layer, a second copy of the whole recurrent cache
+// (18 MiB for mamba2-130m in every compiled program). Written back early, the buffer is free
+// again for the next layer's new state. That is safe when no later step reads the state's old
+// value and nothing else needs either value at the end of the run: the write is computed by a
+// step, is no graph output, no other state's value and no state's read; the read is no graph
+// output and no state's write (those cases need the start-of-run snapshots of Compile).
+func eagerStates(g *Graph, sched []*application, lastUse map[*Node]int) map[*Node]bool {
+	stepOf := make(map[*application]int, len(sched))
+	for i, app := range sched {
+		stepOf[app] = i
+	}
+	output := map[*Node]bool{}
+	for _, o := range g.outputs {
+		output[o.node] = true
+	}
+	writers := map[*Node]int{}
+	reads := map[*Node]bool{}
+	for _, st := range g.states {
+		reads[st.read] = true
+		if st.write != nil {
+			writers[st.write]++
+		}
+	}
+	eager := map[*Node]bool{}
+	for _, st := range g.states {
+		w, r := st.write, st.read
+		if w == nil || w == r || w.app == nil {
+			continue
+		}
+		i, scheduled := stepOf[w.app]
+		if !scheduled || output[w] || output[r] || writers[w] > 1 || reads[w] || writers[r] > 0 {
+			continue
+		}
+		if last, used := lastUse[r]; used && last > i {
+			continue
+		}
+		eager[w] = true
+	}
+	return eager
 }
 
 // buffers of reused shapes carry the shape of their first user; kernels see only the data.
@@ -315,8 +375,9 @@ func (p *Program) InputBuffer(name string) (backends.Buffer, error) {
 	return p.bufOf[n], nil
 }
 
-// SetInput copies host data ([]float32, []float64 or []int64 of the input's dtype and size) into
-// input name.
+// SetInput copies host data (a slice of the input's dtype and size: []float32, []float64,
+// []int64, or []uint16 and []int8 for the storage dtypes, see backends.Backend.Write) into input
+// name.
 func (p *Program) SetInput(name string, data any) error {
 	buf, err := p.InputBuffer(name)
 	if err != nil {
@@ -360,7 +421,10 @@ func (p *Program) StateBuffer(name string) (backends.Buffer, error) {
 	return st.buf, nil
 }
 
-// Run executes the program once: kernels in schedule order, then the state write-backs.
+// Run executes the program once: kernels in schedule order, then the state write-backs. A state
+// whose old value nothing reads any more is written back as soon as its new value is computed
+// (see eagerStates), which a caller sees only if a kernel fails: the run's error then leaves
+// such states updated and the others not.
 func (p *Program) Run() error {
 	if p.closed {
 		return errors.New("graph: Run on a closed program")
@@ -387,9 +451,14 @@ func (p *Program) Run() error {
 		if err := st.kernel.Run(st.in, st.out); err != nil {
 			return fmt.Errorf("graph: running %s: %w", st.outRef[0], err)
 		}
+		for _, bs := range st.writeBack {
+			if err := p.be.Copy(bs.buf, st.out[bs.write.index]); err != nil {
+				return fmt.Errorf("graph: writing state %q: %w", bs.Name, err)
+			}
+		}
 	}
 	for _, st := range p.states {
-		if st.write == nil || st.write == st.read {
+		if st.write == nil || st.write == st.read || st.eager {
 			continue
 		}
 		src := p.bufOf[st.write]

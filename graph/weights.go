@@ -48,6 +48,12 @@ func (w *Weights) Set(name string, s shapes.Shape, data any) error {
 		_ = w.be.Free(buf)
 		return fmt.Errorf("weight %q: %w", name, err)
 	}
+	w.install(name, buf)
+	return nil
+}
+
+// install makes buf the value of weight name and frees the previous one.
+func (w *Weights) install(name string, buf backends.Buffer) {
 	w.mu.Lock()
 	old := w.bufs[name]
 	w.bufs[name] = buf
@@ -55,7 +61,22 @@ func (w *Weights) Set(name string, s shapes.Shape, data any) error {
 	if old != nil {
 		_ = w.be.Free(old)
 	}
-	return nil
+}
+
+// Alloc allocates a zero-filled buffer of shape s as weight name and returns it, for a loader
+// that fills the weight piecewise (backends.RangeWriter) rather than from one host slice as Set
+// does. A previous value of the name is freed and replaced: programs compiled against it must be
+// recompiled. Until filled, the weight reads as zeros.
+func (w *Weights) Alloc(name string, s shapes.Shape) (backends.Buffer, error) {
+	if err := s.Valid(); err != nil {
+		return nil, fmt.Errorf("weight %q: %w", name, err)
+	}
+	buf, err := w.be.Alloc(s)
+	if err != nil {
+		return nil, fmt.Errorf("weight %q: %w", name, err)
+	}
+	w.install(name, buf)
+	return buf, nil
 }
 
 // SetDense uploads a gorgonia tensor (float32 or float64) as weight name.
@@ -115,7 +136,8 @@ func (w *Weights) Free() error {
 	return first
 }
 
-// NewHostSlice returns a zeroed host slice of the Go type matching s's dtype.
+// NewHostSlice returns a zeroed host slice of the Go type matching s's dtype ([]uint16 of raw
+// bits for bfloat16 and float16, []int8 for int8).
 func NewHostSlice(s shapes.Shape) any {
 	switch s.DType {
 	case shapes.Float32:
@@ -124,6 +146,10 @@ func NewHostSlice(s shapes.Shape) any {
 		return make([]float64, s.Size())
 	case shapes.Int64:
 		return make([]int64, s.Size())
+	case shapes.BFloat16, shapes.Float16:
+		return make([]uint16, s.Size()) // raw bits
+	case shapes.Int8:
+		return make([]int8, s.Size())
 	}
 	return nil
 }
@@ -167,6 +193,10 @@ func ToDense(s shapes.Shape, data any) (*tensor.Dense, error) {
 	case []float64:
 		n = len(d)
 	case []int64:
+		n = len(d)
+	case []uint16:
+		n = len(d)
+	case []int8:
 		n = len(d)
 	}
 	if n != s.Size() {

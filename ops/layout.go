@@ -7,10 +7,14 @@ import (
 )
 
 // layoutDType checks that a layout op's input has a known dtype (layout ops move elements, so
-// int64 tensors are accepted as well as floats).
+// int64 tensors are accepted as well as floats). Storage dtypes are refused: their tensors are
+// weights that only the quantized ops read (Reshape alone accepts them).
 func layoutDType(s shapes.Shape) error {
-	if s.DType == shapes.InvalidDType || s.DType > shapes.Int64 {
+	switch {
+	case !s.DType.Known():
 		return fmt.Errorf("invalid dtype %v", s.DType)
+	case s.DType.IsStorage():
+		return storageErr(s)
 	}
 	return nil
 }
@@ -257,6 +261,9 @@ func (op GatherOp) Infer(in []shapes.Shape) ([]shapes.Shape, error) {
 		return nil, err
 	}
 	t, idx := in[0], in[1]
+	if t.DType.IsStorage() {
+		return fail("table %s is %s: quantized tables take QuantGather", t, t.DType)
+	}
 	if !t.DType.IsFloat() || t.Rank() != 2 {
 		return fail("table %s must be a float matrix [V, D]", t)
 	}

@@ -111,6 +111,9 @@ func wantInputs(in []shapes.Shape, n int) error {
 // sameFloat checks that all inputs share one floating-point dtype.
 func sameFloat(in []shapes.Shape) error {
 	for i, s := range in {
+		if s.DType.IsStorage() {
+			return fmt.Errorf("input %d: %w", i, storageErr(s))
+		}
 		if !s.DType.IsFloat() {
 			return fmt.Errorf("input %d has dtype %s, want a float type", i, s.DType)
 		}
@@ -119,6 +122,12 @@ func sameFloat(in []shapes.Shape) error {
 		}
 	}
 	return nil
+}
+
+// storageErr explains that a tensor of a storage dtype reached an op that computes.
+func storageErr(s shapes.Shape) error {
+	return fmt.Errorf("%s has a storage dtype: only QuantMatMul and QuantGather read %s weights (load float32 weights for other uses)",
+		s, s.DType)
 }
 
 // KernelDelegate is implemented by ops that run another op's kernel (for example an op that only

@@ -1,14 +1,17 @@
 package safetensors
 
 import (
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
 
-// FuzzParse checks that no input makes Parse panic, and that every tensor of a file Parse
-// accepts can be read. Under plain `go test` it runs the seed corpus only; fuzz with
+// FuzzParse checks that no input makes Parse panic, that OpenLazy reaches the same verdict
+// with the same message, and that every tensor of a file Parse accepts can be read, whole and
+// in ranges, from memory and from disk. Under plain `go test` it runs the seed corpus only; fuzz with
 //
 //	go test ./safetensors -run '^$' -fuzz FuzzParse -fuzztime 30s -fuzzminimizetime 5s
 //
@@ -56,13 +59,30 @@ func FuzzParse(f *testing.F) {
 	} {
 		f.Add(build(h, []byte{1, 2, 3, 4, 0xff, 0xff, 0xff, 0xff}))
 	}
+	lazyPath := filepath.Join(f.TempDir(), "lazy.safetensors") // fuzz calls in one process are sequential
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := Parse(data)
+		// OpenLazy reads only the header from disk: it must reach the same verdict, with the
+		// same message naming the file.
+		if werr := os.WriteFile(lazyPath, data, 0o644); werr != nil {
+			t.Fatal(werr)
+		}
+		lazy, lerr := OpenLazy(lazyPath)
+		if (err == nil) != (lerr == nil) {
+			t.Fatalf("Parse: %v; OpenLazy: %v", err, lerr)
+		}
 		if err != nil {
-			if file != nil || !strings.HasPrefix(err.Error(), "safetensors: ") {
+			if file != nil || lazy != nil || !strings.HasPrefix(err.Error(), "safetensors: ") {
 				t.Fatalf("bad failure: %v, %v", file, err)
 			}
+			if want := "safetensors: " + lazyPath + ": " + strings.TrimPrefix(err.Error(), "safetensors: "); lerr.Error() != want {
+				t.Fatalf("OpenLazy: %v, want %v", lerr, want)
+			}
 			return
+		}
+		defer lazy.Close()
+		if !slices.Equal(file.Names(), lazy.Names()) {
+			t.Fatalf("Names: Parse %v, OpenLazy %v", file.Names(), lazy.Names())
 		}
 		for _, name := range file.Names() {
 			info, ok := file.Info(name)
@@ -77,6 +97,25 @@ func FuzzParse(f *testing.F) {
 				}
 				if _, _, err := file.Float64(name); err != nil {
 					t.Fatalf("tensor %q: Float64: %v", name, err)
+				}
+				// Any split into ranges, from memory or from disk, decodes the same bits.
+				for _, src := range []*File{file, lazy} {
+					got := make([]float32, len(v))
+					cut := len(v) / 3
+					if err := src.ReadFloat32(name, got[cut:], cut); err != nil {
+						t.Fatalf("tensor %q: ReadFloat32 from %d: %v", name, cut, err)
+					}
+					if err := src.ReadFloat32(name, got[:cut], 0); err != nil {
+						t.Fatalf("tensor %q: ReadFloat32 to %d: %v", name, cut, err)
+					}
+					for i := range v {
+						if math.Float32bits(v[i]) != math.Float32bits(got[i]) {
+							t.Fatalf("tensor %q: element %d: Float32 %v, ReadFloat32 %v", name, i, v[i], got[i])
+						}
+					}
+				}
+				if err := file.ReadFloat32(name, make([]float32, 1), len(v)); err == nil {
+					t.Fatalf("tensor %q: ReadFloat32 past the end: no error", name)
 				}
 			case IsInt(info.DType):
 				v, _, err := file.Int64(name)

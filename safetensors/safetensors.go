@@ -11,7 +11,10 @@
 // The reader validates a file completely before handing out any tensor: a header that runs past
 // the end of the file, JSON that does not parse, an unknown dtype, a negative or overflowing
 // dimension, offsets that do not match shape × dtype size, and tensors that overlap or leave gaps
-// are all reported as errors naming the file and the tensor. No input makes it panic.
+// are all reported as errors naming the file and the tensor. No input makes it panic. Open reads
+// the whole file into memory; OpenLazy reads and validates only the header and reads tensor data
+// on demand, whole or in ranges (ReadFloat32), so that loading large weights does not need a
+// copy of the file in memory.
 //
 // The writer stores tensors in the order given, pads the header with spaces to a multiple of 8
 // bytes as the reference implementation does, and replaces its output file atomically.

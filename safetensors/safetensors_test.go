@@ -49,14 +49,29 @@ func TestRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	n := binary.LittleEndian.Uint64(raw)
 	require.Zero(t, (8+n)%8, "header padded to a multiple of 8")
-
-	f, err := Open(path)
-	require.NoError(t, err)
-	require.Equal(t, meta, f.Metadata())
-	require.Equal(t, []string{"a.f64", "brain", "empty", "half", "i32", "m.i64", "narrow", "scalar", "u8", "wide", "z.f32"}, f.Names())
-
 	// Data is laid out in the order given.
 	require.True(t, strings.Index(string(raw), `"z.f32"`) < strings.Index(string(raw), `"a.f64"`))
+
+	for _, open := range opens {
+		t.Run(open.name, func(t *testing.T) {
+			f, err := open.fn(path)
+			require.NoError(t, err)
+			defer func() { require.NoError(t, f.Close()) }()
+			checkRoundTrip(t, f, path, meta, f32, f64, i64)
+		})
+	}
+}
+
+// opens are the two ways to open a file by path; every by-path test runs with both.
+var opens = []struct {
+	name string
+	fn   func(string) (*File, error)
+}{{"Open", Open}, {"OpenLazy", OpenLazy}}
+
+func checkRoundTrip(t *testing.T, f *File, path string, meta map[string]string, f32 []float32, f64 []float64, i64 []int64) {
+	t.Helper()
+	require.Equal(t, meta, f.Metadata())
+	require.Equal(t, []string{"a.f64", "brain", "empty", "half", "i32", "m.i64", "narrow", "scalar", "u8", "wide", "z.f32"}, f.Names())
 
 	for _, tc := range []struct {
 		name  string
@@ -416,17 +431,29 @@ func TestCorruption(t *testing.T) {
 			require.Nil(t, f)
 			require.ErrorContains(t, err, tc.want)
 			require.True(t, strings.HasPrefix(err.Error(), "safetensors: "), err.Error())
+			// Open and OpenLazy (which reads only the header) find the same fault, naming the file.
+			path := filepath.Join(t.TempDir(), "bad.safetensors")
+			require.NoError(t, os.WriteFile(path, tc.file, 0o644))
+			want := "safetensors: " + path + ": " + strings.TrimPrefix(err.Error(), "safetensors: ")
+			for _, open := range opens {
+				f, err := open.fn(path)
+				require.Nil(t, f, open.name)
+				require.EqualError(t, err, want, open.name)
+			}
 		})
 	}
 
 	// Opened by path, errors name the file; a missing file is an error too.
 	path := filepath.Join(t.TempDir(), "bad.safetensors")
 	require.NoError(t, os.WriteFile(path, build(`{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}`, data8), 0o644))
-	_, err := Open(path)
-	require.ErrorContains(t, err, path)
-	require.ErrorContains(t, err, `tensor "w"`)
-	_, err = Open(filepath.Join(t.TempDir(), "absent.safetensors"))
-	require.ErrorContains(t, err, "absent.safetensors")
+	for _, open := range opens {
+		_, err := open.fn(path)
+		require.ErrorContains(t, err, path)
+		require.ErrorContains(t, err, `tensor "w"`)
+		_, err = open.fn(filepath.Join(t.TempDir(), "absent.safetensors"))
+		require.ErrorContains(t, err, "absent.safetensors")
+		require.ErrorIs(t, err, os.ErrNotExist)
+	}
 
 	// Unknown entry fields and whitespace padding are accepted, as the reference does.
 	f, err := Parse(build(good+"   \n", data8))

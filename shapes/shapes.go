@@ -21,6 +21,16 @@ const (
 	Float64
 	// Int64 holds integer indices (token ids, gather indices); no arithmetic op accepts it.
 	Int64
+	// BFloat16 stores weights as the top 16 bits of a float32 (host slice []uint16 of raw bits).
+	// It is a storage type: it halves the bytes a memory-bound mat-vec reads, and only the
+	// quantized ops (QuantMatMul, QuantGather) read it, widening to float32 as they go.
+	BFloat16
+	// Float16 stores weights in IEEE 754 half precision (host slice []uint16 of raw bits). A
+	// storage type, like BFloat16: more mantissa, less range.
+	Float16
+	// Int8 stores weights as signed bytes with one float32 scale per row kept in a separate
+	// tensor (host slice []int8). A storage type: a quarter of the float32 bytes.
+	Int8
 )
 
 // String returns the lower-case name used in error messages ("float32").
@@ -32,6 +42,12 @@ func (d DType) String() string {
 		return "float64"
 	case Int64:
 		return "int64"
+	case BFloat16:
+		return "bfloat16"
+	case Float16:
+		return "float16"
+	case Int8:
+		return "int8"
 	}
 	return fmt.Sprintf("dtype(%d)", uint8(d))
 }
@@ -43,12 +59,24 @@ func (d DType) Size() int {
 		return 4
 	case Float64, Int64:
 		return 8
+	case BFloat16, Float16:
+		return 2
+	case Int8:
+		return 1
 	}
 	return 0
 }
 
-// IsFloat reports whether d is a floating-point type.
+// IsFloat reports whether d is a floating-point type that ops compute in (float32, float64).
+// The 16-bit float storage types are not: no arithmetic op takes them.
 func (d DType) IsFloat() bool { return d == Float32 || d == Float64 }
+
+// IsStorage reports whether d is a storage-only type (BFloat16, Float16, Int8): tensors of it
+// hold weights compactly and are read by the quantized ops only, which compute in float32.
+func (d DType) IsStorage() bool { return d == BFloat16 || d == Float16 || d == Int8 }
+
+// Known reports whether d is one of the dtypes above (not InvalidDType or an out-of-range value).
+func (d DType) Known() bool { return d > InvalidDType && d <= Int8 }
 
 // Shape is a dtype and a list of static dimensions. A scalar has no dimensions.
 type Shape struct {
@@ -107,7 +135,7 @@ func (s Shape) WithDims(dims ...int) Shape { return Make(s.DType, dims...) }
 
 // Valid reports whether the dtype is known and every dimension is positive.
 func (s Shape) Valid() error {
-	if s.DType == InvalidDType || s.DType > Int64 {
+	if !s.DType.Known() {
 		return fmt.Errorf("invalid dtype %v", s.DType)
 	}
 	for i, d := range s.Dims {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mamba2go/mamba2/backends"
 	"github.com/mamba2go/mamba2/graph"
+	"github.com/mamba2go/mamba2/quant"
 	"github.com/mamba2go/mamba2/shapes"
 )
 
@@ -58,6 +59,10 @@ type In struct {
 	// Values fixes a float input; otherwise it is uniform in [Lo, Hi) (default [-2, 2)).
 	Values []float64
 	Lo, Hi float64
+	// DType, when set, fixes the input's dtype instead of the run's float dtype: Float32, or a
+	// storage dtype. BFloat16 and Float16 values are drawn as above and rounded to the dtype (the
+	// reference sees the rounded values); Int8 values are integers uniform in [-127, 127].
+	DType shapes.DType
 }
 
 // Case is one forward check: Build applies the op under test to graph inputs (of the run's float
@@ -72,6 +77,8 @@ type Case struct {
 	Tol float64
 	// Only64 runs the case in float64 only.
 	Only64 bool
+	// Only32 runs the case in float32 only (ops that compute in float32 alone).
+	Only32 bool
 }
 
 // Op is the name of the op the case covers (the part of Name before the first slash).
@@ -112,7 +119,7 @@ func Run(t *testing.T, be backends.Backend, opts ...Options) {
 	o := options(opts)
 	for _, c := range Cases() {
 		for _, dt := range []shapes.DType{shapes.Float32, shapes.Float64} {
-			if dt == shapes.Float32 && c.Only64 {
+			if dt == shapes.Float32 && c.Only64 || dt == shapes.Float64 && c.Only32 {
 				continue
 			}
 			t.Run(c.Name+"/"+dt.String(), func(t *testing.T) {
@@ -162,6 +169,11 @@ func makeInputs(c Case, dt shapes.DType) []*Tensor {
 			}
 		case in.Values != nil:
 			t.F = slices.Clone(in.Values)
+		case in.DType == shapes.Int8:
+			t.F = make([]float64, n)
+			for j := range t.F {
+				t.F[j] = float64(rng.IntN(255) - 127)
+			}
 		default:
 			lo, hi := in.Lo, in.Hi
 			if lo == 0 && hi == 0 {
@@ -172,14 +184,37 @@ func makeInputs(c Case, dt shapes.DType) []*Tensor {
 				t.F[j] = lo + (hi-lo)*rng.Float64()
 			}
 		}
-		if dt == shapes.Float32 {
-			for j, v := range t.F {
-				t.F[j] = float64(float32(v))
-			}
+		for j, v := range t.F {
+			t.F[j] = roundTo(v, inputDType(in, dt))
 		}
 		res[i] = t
 	}
 	return res
+}
+
+// inputDType is the dtype of input in for a run in float dtype dt.
+func inputDType(in In, dt shapes.DType) shapes.DType {
+	switch {
+	case in.Int:
+		return shapes.Int64
+	case in.DType != shapes.InvalidDType:
+		return in.DType
+	}
+	return dt
+}
+
+// roundTo returns v rounded to the nearest value of dtype dt (v itself for float64, int64 and
+// int8, whose values are drawn exact).
+func roundTo(v float64, dt shapes.DType) float64 {
+	switch dt {
+	case shapes.Float32:
+		return float64(float32(v))
+	case shapes.BFloat16:
+		return float64(quant.BF16ToFloat32(quant.ToBF16(float32(v))))
+	case shapes.Float16:
+		return float64(quant.F16ToFloat32(quant.ToF16(float32(v))))
+	}
+	return v
 }
 
 // hostData converts a reference tensor to the host slice fed to an input of dtype dt.
@@ -187,10 +222,27 @@ func hostData(t *Tensor, dt shapes.DType) any {
 	if t.I != nil || dt == shapes.Int64 {
 		return t.I
 	}
-	if dt == shapes.Float32 {
+	switch dt {
+	case shapes.Float32:
 		d := make([]float32, len(t.F))
 		for i, v := range t.F {
 			d[i] = float32(v)
+		}
+		return d
+	case shapes.BFloat16, shapes.Float16:
+		d := make([]uint16, len(t.F))
+		for i, v := range t.F {
+			if dt == shapes.BFloat16 {
+				d[i] = quant.ToBF16(float32(v))
+			} else {
+				d[i] = quant.ToF16(float32(v))
+			}
+		}
+		return d
+	case shapes.Int8:
+		d := make([]int8, len(t.F))
+		for i, v := range t.F {
+			d[i] = int8(v)
 		}
 		return d
 	}
@@ -223,11 +275,7 @@ func buildCase(be backends.Backend, c Case, dt shapes.DType) (*graph.Program, []
 	g := graph.New()
 	nodes := make([]*graph.Node, len(c.In))
 	for i, in := range c.In {
-		d := dt
-		if in.Int {
-			d = shapes.Int64
-		}
-		nodes[i] = g.Input(fmt.Sprintf("in%d", i), shapes.Make(d, in.Dims...))
+		nodes[i] = g.Input(fmt.Sprintf("in%d", i), shapes.Make(inputDType(in, dt), in.Dims...))
 	}
 	outs := c.Build(nodes)
 	var oshapes []shapes.Shape
@@ -266,11 +314,7 @@ func runCase(t *testing.T, be backends.Backend, c Case, dt shapes.DType, o Optio
 	// Run twice: a kernel must overwrite its outputs, not accumulate into them.
 	for run := 0; run < 2; run++ {
 		for i, in := range inputs {
-			d := dt
-			if c.In[i].Int {
-				d = shapes.Int64
-			}
-			if err := p.SetInput(fmt.Sprintf("in%d", i), hostData(in, d)); err != nil {
+			if err := p.SetInput(fmt.Sprintf("in%d", i), hostData(in, inputDType(c.In[i], dt))); err != nil {
 				t.Fatalf("SetInput: %v", err)
 			}
 		}

@@ -122,8 +122,8 @@ func TestBackwardReferences(t *testing.T) {
 var backwardRefChecks []func(t *testing.T, rng *rand.Rand, tol float64)
 
 // notDifferentiated are ops with forward cases but no gradient of their own, besides backward
-// kernels (named "…Grad").
-var notDifferentiated = []string{"ScatterAdd"}
+// kernels (named "…Grad"): ScatterAdd, and the quantized ops (inference only).
+var notDifferentiated = []string{"ScatterAdd", "QuantMatMul", "QuantGather"}
 
 // TestGradCoverage: every op with forward cases has a gradient case unless it is a backward op.
 func TestGradCoverage(t *testing.T) {

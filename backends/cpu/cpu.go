@@ -2,6 +2,8 @@
 // pool of goroutines. It registers itself as "cpu" with package backends.
 //
 // Every kernel supports float32 and float64 (Gather and CrossEntropy also take int64 indices).
+// Weights may also be stored as bfloat16, float16 or int8 (host slices []uint16 of raw bits and
+// []int8), which QuantMatMul and QuantGather read, computing in float32 (see quant.go).
 // Kernels are compiled for fixed shapes: sizes and strides are computed once in Compile, and Run
 // does no heap allocation.
 package cpu
@@ -27,17 +29,24 @@ func init() {
 // Float is the set of element types kernels compute in.
 type Float interface{ float32 | float64 }
 
+// elem is the set of element types buffers hold: the float types, int64 indices, and the storage
+// types (bfloat16 and float16 bits as uint16, int8).
+type elem interface {
+	float32 | float64 | int64 | uint16 | int8
+}
+
 // Buffer is host memory holding one tensor.
 type Buffer struct {
 	shape shapes.Shape
-	data  any // []float32, []float64 or []int64
+	data  any // []float32, []float64, []int64, []uint16 (bfloat16, float16) or []int8
 	freed bool
 }
 
 // Shape returns the buffer's shape.
 func (b *Buffer) Shape() shapes.Shape { return b.shape }
 
-// Data returns the backing slice ([]float32, []float64 or []int64). Writing to it is allowed for
+// Data returns the backing slice ([]float32, []float64, []int64, or for the storage dtypes
+// []uint16 and []int8). Writing to it is allowed for
 // buffers the caller owns.
 func (b *Buffer) Data() any { return b.data }
 
@@ -73,6 +82,12 @@ func (b *Backend) Alloc(s shapes.Shape) (backends.Buffer, error) {
 		buf.data = make([]float64, s.Size())
 	case shapes.Int64:
 		buf.data = make([]int64, s.Size())
+	case shapes.BFloat16, shapes.Float16:
+		buf.data = make([]uint16, s.Size())
+	case shapes.Int8:
+		buf.data = make([]int8, s.Size())
+	default:
+		return nil, fmt.Errorf("cpu: Alloc(%s): dtype %s: %w", s, s.DType, backends.ErrUnsupported)
 	}
 	return buf, nil
 }
@@ -119,35 +134,70 @@ func (b *Backend) Read(dst any, src backends.Buffer) error {
 
 func copyHost(dst, src any, s shapes.Shape) error {
 	n := s.Size()
-	switch d := dst.(type) {
-	case []float32:
-		if sv, ok := src.([]float32); ok && len(sv) == n && len(d) == n {
-			copy(d, sv)
-			return nil
-		}
-	case []float64:
-		if sv, ok := src.([]float64); ok && len(sv) == n && len(d) == n {
-			copy(d, sv)
-			return nil
-		}
-	case []int64:
-		if sv, ok := src.([]int64); ok && len(sv) == n && len(d) == n {
-			copy(d, sv)
-			return nil
-		}
+	if hostLen(dst) == n && hostLen(src) == n && copySlice(dst, src) {
+		return nil
 	}
 	return fmt.Errorf("cpu: cannot copy %s to %s for a %s tensor (want %d elements of %s)",
-		describe(src), describe(dst), s, n, s.DType)
+		describe(src), describe(dst), s, n, hostType(s.DType))
+}
+
+// hostType names the Go slice type holding dtype dt.
+func hostType(dt shapes.DType) string {
+	switch dt {
+	case shapes.BFloat16, shapes.Float16:
+		return "[]uint16 (" + dt.String() + " bits)"
+	case shapes.Int8:
+		return "[]int8"
+	}
+	return "[]" + dt.String()
+}
+
+// hostLen is the length of a slice of a buffer element type, -1 for anything else.
+func hostLen(v any) int {
+	switch x := v.(type) {
+	case []float32:
+		return len(x)
+	case []float64:
+		return len(x)
+	case []int64:
+		return len(x)
+	case []uint16:
+		return len(x)
+	case []int8:
+		return len(x)
+	}
+	return -1
+}
+
+// copySlice copies src into dst when both are slices of the same element type, reporting whether
+// they were.
+func copySlice(dst, src any) bool {
+	switch d := dst.(type) {
+	case []float32:
+		return copyAs(d, src)
+	case []float64:
+		return copyAs(d, src)
+	case []int64:
+		return copyAs(d, src)
+	case []uint16:
+		return copyAs(d, src)
+	case []int8:
+		return copyAs(d, src)
+	}
+	return false
+}
+
+func copyAs[T elem](dst []T, src any) bool {
+	s, ok := src.([]T)
+	if ok {
+		copy(dst, s)
+	}
+	return ok
 }
 
 func describe(v any) string {
-	switch x := v.(type) {
-	case []float32:
-		return fmt.Sprintf("[]float32 of %d", len(x))
-	case []float64:
-		return fmt.Sprintf("[]float64 of %d", len(x))
-	case []int64:
-		return fmt.Sprintf("[]int64 of %d", len(x))
+	if n := hostLen(v); n >= 0 {
+		return fmt.Sprintf("%T of %d", v, n)
 	}
 	return fmt.Sprintf("%T", v)
 }
@@ -162,16 +212,8 @@ func (b *Backend) Copy(dst, src backends.Buffer) error {
 	if err != nil {
 		return err
 	}
-	if d.shape.DType != s.shape.DType || d.shape.Size() != s.shape.Size() {
+	if d.shape.DType != s.shape.DType || d.shape.Size() != s.shape.Size() || !copySlice(d.data, s.data) {
 		return fmt.Errorf("cpu: Copy from %s to %s", s.shape, d.shape)
-	}
-	switch dd := d.data.(type) {
-	case []float32:
-		copy(dd, s.data.([]float32))
-	case []float64:
-		copy(dd, s.data.([]float64))
-	case []int64:
-		copy(dd, s.data.([]int64))
 	}
 	return nil
 }
@@ -225,7 +267,7 @@ func (b *Backend) Compile(op backends.Op, in, out []shapes.Shape) (backends.Kern
 }
 
 // data returns the typed slice of buffer i, or an error naming it.
-func data[T float32 | float64 | int64](bufs []backends.Buffer, i int) ([]T, error) {
+func data[T elem](bufs []backends.Buffer, i int) ([]T, error) {
 	if i >= len(bufs) {
 		return nil, fmt.Errorf("cpu: missing buffer %d", i)
 	}
@@ -335,16 +377,7 @@ func checkSize(b backends.Buffer, want int) error {
 	if err != nil {
 		return err
 	}
-	n := 0
-	switch d := cb.data.(type) {
-	case []float32:
-		n = len(d)
-	case []float64:
-		n = len(d)
-	case []int64:
-		n = len(d)
-	}
-	if n != want {
+	if n := hostLen(cb.data); n != want {
 		return fmt.Errorf("cpu: buffer holds %d elements, the kernel was compiled for %d", n, want)
 	}
 	return nil

@@ -434,13 +434,8 @@ func (k copyKernel) Run(in, out []backends.Buffer) error {
 	if err != nil {
 		return err
 	}
-	switch yd := y.data.(type) {
-	case []float32:
-		copy(yd, x.data.([]float32))
-	case []float64:
-		copy(yd, x.data.([]float64))
-	case []int64:
-		copy(yd, x.data.([]int64))
+	if !copySlice(y.data, x.data) {
+		return fmt.Errorf("cpu: Reshape from %s to %s", x.shape, y.shape)
 	}
 	return nil
 }

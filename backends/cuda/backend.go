@@ -372,35 +372,57 @@ func (b *Backend) Free(x backends.Buffer) error {
 	return b.drv.memFree(cb.ptr)
 }
 
-// hostBytes checks that host is a slice of s's element type and length and returns its memory.
+// hostBytes checks that host is a slice of s's element type and length and returns its memory
+// ([]uint16 for bfloat16 and float16 bits, []int8 for int8: buffers of these storage dtypes move
+// between host and device, although no CUDA kernel reads them yet).
 func hostBytes(host any, s shapes.Shape) (unsafe.Pointer, error) {
 	n := s.Size()
-	var p unsafe.Pointer
-	var got int
-	var dt shapes.DType
-	switch h := host.(type) {
-	case []float32:
-		dt, got = shapes.Float32, len(h)
-		if got > 0 {
-			p = unsafe.Pointer(&h[0])
-		}
-	case []float64:
-		dt, got = shapes.Float64, len(h)
-		if got > 0 {
-			p = unsafe.Pointer(&h[0])
-		}
-	case []int64:
-		dt, got = shapes.Int64, len(h)
-		if got > 0 {
-			p = unsafe.Pointer(&h[0])
-		}
-	default:
+	p, got, dt, ok := hostSlice(host, s.DType)
+	if !ok {
 		return nil, fmt.Errorf("cuda: host data %T for a %s tensor (want a []%s of %d elements)", host, s, s.DType, n)
 	}
 	if dt != s.DType || got != n {
 		return nil, fmt.Errorf("cuda: host data []%s of %d elements for a %s tensor (want []%s of %d)", dt, got, s, s.DType, n)
 	}
 	return p, nil
+}
+
+// hostSlice returns the first element, length and dtype of a host slice; a []uint16 holds the
+// raw bits of a bfloat16 or float16 tensor, as want says. ok is false for other types.
+func hostSlice(host any, want shapes.DType) (p unsafe.Pointer, n int, dt shapes.DType, ok bool) {
+	switch h := host.(type) {
+	case []float32:
+		dt, n = shapes.Float32, len(h)
+		if n > 0 {
+			p = unsafe.Pointer(&h[0])
+		}
+	case []float64:
+		dt, n = shapes.Float64, len(h)
+		if n > 0 {
+			p = unsafe.Pointer(&h[0])
+		}
+	case []int64:
+		dt, n = shapes.Int64, len(h)
+		if n > 0 {
+			p = unsafe.Pointer(&h[0])
+		}
+	case []uint16:
+		dt, n = shapes.BFloat16, len(h)
+		if want == shapes.Float16 {
+			dt = shapes.Float16
+		}
+		if n > 0 {
+			p = unsafe.Pointer(&h[0])
+		}
+	case []int8:
+		dt, n = shapes.Int8, len(h)
+		if n > 0 {
+			p = unsafe.Pointer(&h[0])
+		}
+	default:
+		return nil, 0, shapes.InvalidDType, false
+	}
+	return p, n, dt, true
 }
 
 // Write copies a host slice into dst.
@@ -418,6 +440,40 @@ func (b *Backend) Write(dst backends.Buffer, src any) error {
 	}
 	defer b.exit()
 	err = b.copyCall(b.drv.cuMemcpyHtoD, "cuMemcpyHtoD_v2", uintptr(cb.ptr), uintptr(p), cb.bytes, p)
+	runtime.KeepAlive(src)
+	return err
+}
+
+var _ backends.RangeWriter = (*Backend)(nil)
+
+// WriteRange copies a host slice into dst's elements [offset, offset+len(src)) with one
+// cuMemcpyHtoD at that byte offset, so that a loader can fill a large weight through a small
+// host buffer (backends.RangeWriter).
+func (b *Backend) WriteRange(dst backends.Buffer, offset int, src any) error {
+	cb, err := b.asBuffer(dst)
+	if err != nil {
+		return err
+	}
+	n := cb.shape.Size()
+	p, got, dt, ok := hostSlice(src, cb.shape.DType)
+	if !ok {
+		return fmt.Errorf("cuda: WriteRange of %T at offset %d into a %s tensor (want a []%s)", src, offset, cb.shape, cb.shape.DType)
+	}
+	if dt != cb.shape.DType {
+		return fmt.Errorf("cuda: WriteRange of []%s at offset %d into a %s tensor (want a []%s)", dt, offset, cb.shape, cb.shape.DType)
+	}
+	if offset < 0 || offset > n || got > n-offset {
+		return fmt.Errorf("cuda: WriteRange of elements [%d, %d) is outside a %s tensor of %d elements", offset, offset+got, cb.shape, n)
+	}
+	if got == 0 {
+		return nil
+	}
+	size := dt.Size()
+	if err := b.enter(); err != nil {
+		return err
+	}
+	defer b.exit()
+	err = b.copyCall(b.drv.cuMemcpyHtoD, "cuMemcpyHtoD_v2", uintptr(cb.ptr)+uintptr(offset*size), uintptr(p), got*size, p)
 	runtime.KeepAlive(src)
 	return err
 }

@@ -101,8 +101,10 @@ func TestRegistered(t *testing.T) {
 }
 
 // Tolerances against the float64 references: kernels that sum in a different order than the CPU
-// backend (cuBLAS, the SSD recurrence, atomics) get a little more room in float32.
-var suiteOptions = backendtest.Options{Tol32: 2e-5, Tol64: 1e-11}
+// backend (cuBLAS, the SSD recurrence, atomics) get a little more room in float32. The quantized
+// ops have no CUDA kernels yet (cpuOnlyOps in coverage_test.go): Compile reports
+// backends.ErrUnsupported for them.
+var suiteOptions = backendtest.Options{Tol32: 2e-5, Tol64: 1e-11, Skip: []string{"QuantGather", "QuantMatMul"}}
 
 func TestCompliance(t *testing.T) {
 	be := device(t)

@@ -39,13 +39,49 @@ type Model struct {
 	dtype   shapes.DType
 }
 
-// Load reads a checkpoint directory (config.json plus safetensors weights) onto be.
+// Load reads a checkpoint directory (config.json plus safetensors weights) onto be, with the
+// checks and errors of LoadCheckpoint. It streams: the files' headers are read and every tensor
+// checked first, then each weight is allocated on be and filled about 1 MiB at a time (through
+// backends.RangeWriter; a backend without it gets each tensor in one Write), so the host never
+// holds the whole checkpoint — peak memory stays near the size of the weights themselves on
+// the CPU backend, and near zero beyond the file cache on a GPU. Weights are converted to float32
+// as LoadCheckpoint converts them, then to the compute type, so Load and
+// New(be, LoadCheckpoint(dir), opts) give the same weights.
 func Load(be backends.Backend, dir string, opts Options) (*Model, error) {
-	ck, err := LoadCheckpoint(dir)
+	if be == nil {
+		return nil, errors.New("mamba2: nil backend")
+	}
+	dt, err := computeDType(opts)
 	if err != nil {
 		return nil, err
 	}
-	return New(be, ck, opts)
+	c, tensors, closeFiles, err := openCheckpoint(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer closeFiles()
+	m := &Model{Config: c, be: be, weights: graph.NewWeights(be), dtype: dt}
+	fl := newFiller(m.weights, dt)
+	params := c.ParamShapes()
+	for _, t := range tensors {
+		if err := fl.fill(t.name, params[t.name], t.read); err != nil {
+			m.weights.Free()
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// computeDType returns the compute type opts ask for (float32 when unset).
+func computeDType(opts Options) (shapes.DType, error) {
+	dt := opts.DType
+	if dt == shapes.InvalidDType {
+		dt = shapes.Float32
+	}
+	if dt != shapes.Float32 && dt != shapes.Float64 {
+		return dt, fmt.Errorf("mamba2: dtype %s: want float32 or float64", dt)
+	}
+	return dt, nil
 }
 
 // New uploads a checkpoint's weights to be.
@@ -60,12 +96,9 @@ func New(be backends.Backend, ck *Checkpoint, opts Options) (*Model, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	dt := opts.DType
-	if dt == shapes.InvalidDType {
-		dt = shapes.Float32
-	}
-	if dt != shapes.Float32 && dt != shapes.Float64 {
-		return nil, fmt.Errorf("mamba2: dtype %s: want float32 or float64", dt)
+	dt, err := computeDType(opts)
+	if err != nil {
+		return nil, err
 	}
 	m := &Model{Config: c, be: be, weights: graph.NewWeights(be), dtype: dt}
 	for name, dims := range c.ParamShapes() {

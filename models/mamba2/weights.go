@@ -90,28 +90,86 @@ func (c Config) WeightNames() []string {
 //
 // Every expected tensor must be present with its expected shape and no other tensor may be:
 // errors name the file and the tensor (a missing tensor, an unexpected one, a misshaped one, one
-// that is not a float, a missing shard, a corrupt file).
+// that is not a float, a missing shard, a corrupt file). Load checks the same and streams the
+// weights to a backend without holding them on the host.
 func LoadCheckpoint(dir string) (*Checkpoint, error) {
-	c, err := LoadConfig(filepath.Join(dir, ConfigFile))
+	c, tensors, closeFiles, err := openCheckpoint(dir)
 	if err != nil {
 		return nil, err
+	}
+	defer closeFiles()
+	ck := &Checkpoint{Config: c, Tensors: make(map[string]*tensor.Dense, len(tensors))}
+	for _, t := range tensors {
+		data := make([]float32, t.size())
+		if err := t.read(data, 0); err != nil {
+			return nil, err
+		}
+		ck.Tensors[t.name] = tensor.New(tensor.WithShape(t.dims...), tensor.WithBacking(data))
+	}
+	return ck, nil
+}
+
+// fileTensor is one checked tensor of a checkpoint's files, ready to read.
+type fileTensor struct {
+	name     string // Hugging Face name
+	dims     []int  // its shape, as ExpectedShapes says (and the file has)
+	fileName string // its name in the file
+	file     *safetensors.File
+}
+
+func (t fileTensor) size() int {
+	n := 1
+	for _, d := range t.dims {
+		n *= d
+	}
+	return n
+}
+
+// read decodes the tensor's elements [offset, offset+len(dst)) into dst as float32.
+func (t fileTensor) read(dst []float32, offset int) error {
+	if err := t.file.ReadFloat32(t.fileName, dst, offset); err != nil {
+		return fmt.Errorf("mamba2: %w", err)
+	}
+	return nil
+}
+
+// openCheckpoint reads dir's config, opens its weights files reading only their headers, and
+// checks every tensor (names against the config, index against the shards, dtype and shape)
+// before any weight is read. It returns the tensors to keep, in file order, and a function that
+// closes the files, which the caller must call once done reading.
+func openCheckpoint(dir string) (Config, []fileTensor, func(), error) {
+	c, err := LoadConfig(filepath.Join(dir, ConfigFile))
+	if err != nil {
+		return Config{}, nil, nil, err
 	}
 	plan, err := planWeights(dir)
 	if err != nil {
-		return nil, err
+		return Config{}, nil, nil, err
 	}
-	if err := plan.check(c); err != nil {
+	tensors, err := plan.open(c)
+	if err != nil {
+		plan.close()
+		return Config{}, nil, nil, err
+	}
+	return c, tensors, plan.close, nil
+}
+
+// open checks the planned names against c, then opens every shard (header only), matches it
+// against the index and checks each kept tensor's dtype and shape.
+func (p *weightPlan) open(c Config) ([]fileTensor, error) {
+	if err := p.check(c); err != nil {
 		return nil, err
 	}
 	expected := c.ExpectedShapes()
-	ck := &Checkpoint{Config: c, Tensors: make(map[string]*tensor.Dense, len(expected))}
-	for _, sh := range plan.shards {
-		f := sh.file
-		if f == nil {
-			if f, err = safetensors.Open(sh.path); err != nil {
+	var tensors []fileTensor
+	for _, sh := range p.shards {
+		if sh.file == nil {
+			f, err := safetensors.OpenLazy(sh.path)
+			if err != nil {
 				return nil, fmt.Errorf("mamba2: %w", err)
 			}
-			if err := sh.matchIndex(f, plan.source); err != nil {
+			sh.file = f
+			if err := sh.matchIndex(f, p.source); err != nil {
 				return nil, err
 			}
 		}
@@ -120,21 +178,27 @@ func LoadCheckpoint(dir string) (*Checkpoint, error) {
 			if !keep {
 				continue
 			}
-			info, _ := f.Info(fileName)
+			info, _ := sh.file.Info(fileName)
 			if !safetensors.IsFloat(info.DType) {
 				return nil, fmt.Errorf("mamba2: %s: tensor %s: dtype %s is not a floating-point type", sh.path, fileName, info.DType)
 			}
 			if want := expected[name]; !slices.Equal(info.Shape, want) {
 				return nil, fmt.Errorf("mamba2: %s: tensor %s: file has %v, config expects %v", sh.path, fileName, info.Shape, want)
 			}
-			data, shape, err := f.Float32(fileName)
-			if err != nil {
-				return nil, fmt.Errorf("mamba2: %w", err)
-			}
-			ck.Tensors[name] = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(data))
+			tensors = append(tensors, fileTensor{name: name, dims: info.Shape, fileName: fileName, file: sh.file})
 		}
 	}
-	return ck, nil
+	return tensors, nil
+}
+
+// close closes the shards' open files.
+func (p *weightPlan) close() {
+	for _, sh := range p.shards {
+		if sh.file != nil {
+			sh.file.Close() // read-only: closing cannot lose data
+			sh.file = nil
+		}
+	}
 }
 
 // hfName maps a tensor name in c's checkpoint files to its Hugging Face name, and says whether
@@ -159,13 +223,14 @@ type weightPlan struct {
 type shard struct {
 	path  string
 	names []string          // sorted
-	file  *safetensors.File // already open (single-file checkpoints), or nil
+	file  *safetensors.File // opened by OpenLazy (header only), or nil before weightPlan.open
 }
 
-// planWeights finds a directory's weights files.
+// planWeights finds a directory's weights files. A single weights file is opened (header only)
+// here; the caller must close the plan.
 func planWeights(dir string) (*weightPlan, error) {
 	single := filepath.Join(dir, WeightsFile)
-	f, err := safetensors.Open(single)
+	f, err := safetensors.OpenLazy(single)
 	if err == nil {
 		return &weightPlan{source: single, shards: []*shard{{path: single, names: f.Names(), file: f}}}, nil
 	}

@@ -305,7 +305,7 @@ func TestLoadCheckpointSharded(t *testing.T) {
 		}, []string{"empty or missing weight_map"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := mamba2.LoadCheckpoint(shardDir(t, tc.edit))
+			err := loadBoth(t, shardDir(t, tc.edit))
 			for _, w := range tc.want {
 				require.ErrorContains(t, err, w)
 			}
@@ -316,12 +316,12 @@ func TestLoadCheckpointSharded(t *testing.T) {
 	dir := shardDir(t, nil)
 	extra := append(goldenTensors(t, "groups")[:0:0], tensors...)
 	require.NoError(t, safetensors.Write(filepath.Join(dir, "model-00001-of-00002.safetensors"), extra, nil))
-	_, err = mamba2.LoadCheckpoint(dir)
+	err = loadBoth(t, dir)
 	require.ErrorContains(t, err, "is not mapped to this file by the index")
 
 	// A corrupt index.
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "model.safetensors.index.json"), []byte("{"), 0o644))
-	_, err = mamba2.LoadCheckpoint(dir)
+	err = loadBoth(t, dir)
 	require.ErrorContains(t, err, "model.safetensors.index.json")
 }
 
@@ -396,7 +396,7 @@ func TestLoadCheckpointMambaSSM(t *testing.T) {
 
 	// Both spellings of the embeddings at once are refused.
 	both := append(tensors, safetensors.Tensor{Name: "backbone.embeddings.weight", Shape: []int{96, 64}, Data: make([]float32, 96*64)})
-	_, err = mamba2.LoadCheckpoint(writeCheckpointDir(t, config, both))
+	err = loadBoth(t, writeCheckpointDir(t, config, both))
 	require.ErrorContains(t, err, "are the same weight")
 }
 
@@ -440,7 +440,7 @@ func TestLoadCheckpointErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := writeCheckpointDir(t, tc.config, tc.tensors)
-			_, err := mamba2.LoadCheckpoint(dir)
+			err := loadBoth(t, dir)
 			require.Error(t, err)
 			require.ErrorContains(t, err, dir)
 			for _, w := range tc.want {
@@ -455,23 +455,23 @@ func TestLoadCheckpointErrors(t *testing.T) {
 		data, err := os.ReadFile(path)
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(path, data[:len(data)-100], 0o644))
-		_, err = mamba2.LoadCheckpoint(dir)
+		err = loadBoth(t, dir)
 		require.ErrorContains(t, err, path)
 		require.ErrorContains(t, err, "backbone.norm_f.weight", "the last tensor runs past the end")
 	})
 	t.Run("no config", func(t *testing.T) {
 		dir := writeCheckpointDir(t, tinyCfg, tiny)
 		require.NoError(t, os.Remove(filepath.Join(dir, "config.json")))
-		_, err := mamba2.LoadCheckpoint(dir)
+		err := loadBoth(t, dir)
 		require.ErrorContains(t, err, filepath.Join(dir, "config.json"))
 	})
 	t.Run("no weights", func(t *testing.T) {
 		dir := writeCheckpointDir(t, tinyCfg, tiny)
 		require.NoError(t, os.Remove(filepath.Join(dir, "model.safetensors")))
-		_, err := mamba2.LoadCheckpoint(dir)
+		err := loadBoth(t, dir)
 		require.ErrorContains(t, err, fmt.Sprintf("%s: no model.safetensors or model.safetensors.index.json", dir))
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "pytorch_model.bin"), []byte("pickle"), 0o644))
-		_, err = mamba2.LoadCheckpoint(dir)
+		err = loadBoth(t, dir)
 		require.ErrorContains(t, err, "pytorch_model.bin (a PyTorch pickle)")
 	})
 }

@@ -41,6 +41,47 @@ func dotF16AVX512(n int, w *uint16, x *float32) float32
 //go:noescape
 func dotF16AVX2(n int, w *uint16, x *float32) float32
 
+// dotBF16AVX512 returns Σ_{p<n} bfloat16(w[p])·x[p]; n must be a multiple of 64.
+//
+//go:noescape
+func dotBF16AVX512(n int, w *uint16, x *float32) float32
+
+// dotBF16AVX2 returns Σ_{p<n} bfloat16(w[p])·x[p]; n must be a multiple of 32.
+//
+//go:noescape
+func dotBF16AVX2(n int, w *uint16, x *float32) float32
+
+// dotI8AVX512 returns Σ_{p<n} w[p]·x[p] for int8 w; n must be a multiple of 64.
+//
+//go:noescape
+func dotI8AVX512(n int, w *int8, x *float32) float32
+
+// dotI8AVX2 returns Σ_{p<n} w[p]·x[p] for int8 w; n must be a multiple of 32.
+//
+//go:noescape
+func dotI8AVX2(n int, w *int8, x *float32) float32
+
+// The widen functions set dst[p] to the float32 value of w[p] for p < n (int8: times scale;
+// the others ignore scale); n must be a multiple of 64 (AVX-512) or 32 (AVX2).
+
+//go:noescape
+func widenF16AVX512(n int, w *uint16, dst *float32, scale float32)
+
+//go:noescape
+func widenF16AVX2(n int, w *uint16, dst *float32, scale float32)
+
+//go:noescape
+func widenBF16AVX512(n int, w *uint16, dst *float32, scale float32)
+
+//go:noescape
+func widenBF16AVX2(n int, w *uint16, dst *float32, scale float32)
+
+//go:noescape
+func widenI8AVX512(n int, w *int8, dst *float32, scale float32)
+
+//go:noescape
+func widenI8AVX2(n int, w *int8, dst *float32, scale float32)
+
 func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
 
 func xgetbv() (eax, edx uint32)

@@ -6,7 +6,10 @@ func detectCPU() (avx2, avx512 bool) { return false, false }
 
 // Never called off amd64 (the levels stay Generic).
 var (
-	sgemmAVX512P, sgemmAVX512R, sgemmAVX2P, sgemmAVX2R microKernel
-	transpose16x16AVX512, transpose8x8AVX2             transposer
-	dotF16AVX512, dotF16AVX2                           func(n int, w *uint16, x *float32) float32
+	sgemmAVX512P, sgemmAVX512R, sgemmAVX2P, sgemmAVX2R           microKernel
+	transpose16x16AVX512, transpose8x8AVX2                       transposer
+	dotF16AVX512, dotF16AVX2, dotBF16AVX512, dotBF16AVX2         func(n int, w *uint16, x *float32) float32
+	dotI8AVX512, dotI8AVX2                                       func(n int, w *int8, x *float32) float32
+	widenF16AVX512, widenF16AVX2, widenBF16AVX512, widenBF16AVX2 func(n int, w *uint16, dst *float32, scale float32)
+	widenI8AVX512, widenI8AVX2                                   func(n int, w *int8, dst *float32, scale float32)
 )

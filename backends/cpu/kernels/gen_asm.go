@@ -1,7 +1,9 @@
 //go:build ignore
 
 // gen_asm writes gemm_amd64.s: the register-tile SGEMM micro-kernels, the 16×16 and 8×8
-// transposes that pack W for GemmNT, the float16 dot product and a CPUID helper.
+// transposes that pack W for GemmNT, the float16, bfloat16 and int8 dot products (the decode
+// mat-vecs of quantised weights) and widening loops (their dequantisation for prefill), and a
+// CPUID helper.
 //
 //	go generate ./backends/cpu/kernels/   (or: go run gen_asm.go in this directory)
 //
@@ -55,8 +57,43 @@ func main() {
 	}
 	transpose16()
 	transpose8()
-	dotF16("AVX512", "Z", 16)
-	dotF16("AVX2", "Y", 8)
+	for _, v := range []struct {
+		name, reg string
+		width     int
+	}{{"AVX512", "Z", 16}, {"AVX2", "Y", 8}} {
+		dotWiden("dotF16"+v.name, v.reg, v.width, 2, func(off int, r string) {
+			p("\tVCVTPH2PS %d(SI), %s", off, r)
+		})
+	}
+	for _, v := range []struct {
+		name, reg string
+		width     int
+	}{{"AVX512", "Z", 16}, {"AVX2", "Y", 8}} {
+		dotWiden("dotBF16"+v.name, v.reg, v.width, 2, func(off int, r string) {
+			p("\tVPMOVZXWD %d(SI), %s", off, r)
+			p("\tVPSLLD $16, %s, %s", r, r)
+		})
+		dotWiden("dotI8"+v.name, v.reg, v.width, 1, func(off int, r string) {
+			p("\tVPMOVSXBD %d(SI), %s", off, r)
+			p("\tVCVTDQ2PS %s, %s", r, r)
+		})
+	}
+	for _, v := range []struct {
+		name, reg string
+		width     int
+	}{{"AVX512", "Z", 16}, {"AVX2", "Y", 8}} {
+		widenStore("widenF16"+v.name, v.reg, v.width, 2, false, func(off int, r string) {
+			p("\tVCVTPH2PS %d(SI), %s", off, r)
+		})
+		widenStore("widenBF16"+v.name, v.reg, v.width, 2, false, func(off int, r string) {
+			p("\tVPMOVZXWD %d(SI), %s", off, r)
+			p("\tVPSLLD $16, %s, %s", r, r)
+		})
+		widenStore("widenI8"+v.name, v.reg, v.width, 1, true, func(off int, r string) {
+			p("\tVPMOVSXBD %d(SI), %s", off, r)
+			p("\tVCVTDQ2PS %s, %s", r, r)
+		})
+	}
 	p("// func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)")
 	p("TEXT ·cpuid(SB), NOSPLIT, $0-24")
 	p("\tMOVL eaxArg+0(FP), AX")
@@ -310,11 +347,48 @@ func transpose8() {
 	p("")
 }
 
-// dotF16 emits dotF16<ISA>(n int, w *uint16, x *float32) float32: Σ_{p<n} half(w[p])·x[p] for
-// n a multiple of 4·width, widening with VCVTPH2PS (F16C) into four accumulators.
-func dotF16(name, reg string, width int) {
-	fn := "dotF16" + name
-	p("// func %s(n int, w *uint16, x *float32) float32", fn)
+// widenStore emits fn(n int, w *T, dst *float32, scale float32): dst[p] = widen(w[p]), times
+// scale when scaled (int8; the 16-bit formats ignore it), for n a multiple of 4·width: the
+// dequantisation of panels of a quantised weight for the prefill GEMM.
+func widenStore(fn, reg string, width, esz int, scaled bool, widen func(off int, r string)) {
+	typ := map[int]string{1: "int8", 2: "uint16"}[esz]
+	p("// func %s(n int, w *%s, dst *float32, scale float32)", fn, typ)
+	p("TEXT ·%s(SB), NOSPLIT, $0-28", fn)
+	p("\tMOVQ n+0(FP), CX")
+	p("\tMOVQ w+8(FP), SI")
+	p("\tMOVQ dst+16(FP), DI")
+	if scaled {
+		p("\tVBROADCASTSS scale+24(FP), %s8", reg)
+	}
+	p("\tTESTQ CX, CX")
+	p("\tJEQ done%s", fn)
+	p("loop%s:", fn)
+	for u := 0; u < 4; u++ {
+		widen(u*width*esz, fmt.Sprintf("%s%d", reg, u))
+	}
+	for u := 0; u < 4; u++ {
+		if scaled {
+			p("\tVMULPS %s8, %s%d, %s%d", reg, reg, u, reg, u)
+		}
+		p("\tVMOVUPS %s%d, %d(DI)", reg, u, u*width*4)
+	}
+	p("\tADDQ $%d, SI", 4*width*esz)
+	p("\tADDQ $%d, DI", 4*width*4)
+	p("\tSUBQ $%d, CX", 4*width)
+	p("\tJNE loop%s", fn)
+	p("done%s:", fn)
+	p("\tVZEROUPPER")
+	p("\tRET")
+	p("")
+}
+
+// dotWiden emits fn(n int, w *T, x *float32) float32: Σ_{p<n} w[p]·x[p] for n a multiple of
+// 4·width, where widen(off, r) loads width elements of w (esz bytes each) at byte offset off
+// from SI into vector register r as float32: VCVTPH2PS (F16C) for float16, a zero extension and
+// a shift for bfloat16, a sign extension and a conversion for int8. Four accumulators.
+func dotWiden(fn, reg string, width, esz int, widen func(off int, r string)) {
+	typ := map[int]string{1: "int8", 2: "uint16"}[esz]
+	p("// func %s(n int, w *%s, x *float32) float32", fn, typ)
 	p("TEXT ·%s(SB), NOSPLIT, $0-28", fn)
 	p("\tMOVQ n+0(FP), CX")
 	p("\tMOVQ w+8(FP), SI")
@@ -330,12 +404,12 @@ func dotF16(name, reg string, width int) {
 	p("\tJEQ done%s", fn)
 	p("loop%s:", fn)
 	for u := 0; u < 4; u++ {
-		p("\tVCVTPH2PS %d(SI), %s%d", u*width*2, reg, 4+u)
+		widen(u*width*esz, fmt.Sprintf("%s%d", reg, 4+u))
 	}
 	for u := 0; u < 4; u++ {
 		p("\tVFMADD231PS %d(DI), %s%d, %s%d", u*width*4, reg, 4+u, reg, u)
 	}
-	p("\tADDQ $%d, SI", 4*width*2)
+	p("\tADDQ $%d, SI", 4*width*esz)
 	p("\tADDQ $%d, DI", 4*width*4)
 	p("\tSUBQ $%d, CX", 4*width)
 	p("\tJNE loop%s", fn)

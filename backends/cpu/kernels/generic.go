@@ -87,8 +87,8 @@ func matVecTGeneric[T float](y, w, x []T, k, lo, hi int) {
 	}
 }
 
-// gemmNTGeneric computes the block rows [lo,hi) × columns [j0,j1) of C[m×n] = A[m×k]·W[n×k]ᵀ
-// (+C when acc).
+// gemmNTGeneric computes the block rows [lo,hi) × columns [jlo,jhi) of C = A[m×k]·W[·×k]ᵀ
+// (+C when acc), C's rows n elements apart.
 // W is processed in blocks of rows that stay in cache while every row of A passes over them;
 // the inner tile is 2 rows of A × 4 rows of W with 8 scalar accumulators.
 func gemmNTGeneric[T float](c, a, w []T, n, k, lo, hi, jlo, jhi int, acc bool) {
@@ -99,8 +99,8 @@ func gemmNTGeneric[T float](c, a, w []T, n, k, lo, hi, jlo, jhi int, acc bool) {
 		for ; i+2 <= hi; i += 2 {
 			a0 := a[i*k : i*k+k]
 			a1 := a[(i+1)*k : (i+1)*k+k]
-			c0 := c[i*n : i*n+n]
-			c1 := c[(i+1)*n : (i+1)*n+n]
+			c0 := c[i*n : i*n+jhi] // n is C's row stride; only columns below jhi are written
+			c1 := c[(i+1)*n : (i+1)*n+jhi]
 			j := j0
 			for ; j+4 <= j1; j += 4 {
 				w0 := w[j*k : j*k+k]
@@ -145,7 +145,7 @@ func gemmNTGeneric[T float](c, a, w []T, n, k, lo, hi, jlo, jhi int, acc bool) {
 		}
 		for ; i < hi; i++ {
 			ar := a[i*k : i*k+k]
-			cr := c[i*n : i*n+n]
+			cr := c[i*n : i*n+jhi]
 			for j := j0; j < j1; j++ {
 				s := dotGeneric(ar, w[j*k:j*k+k])
 				if acc {

@@ -280,24 +280,50 @@ func GemmNTBlock(c, a, w []float32, m, n, k, i0, i1, j0, j1 int, accumulate bool
 	need("GemmNT", "a", len(a), m*k)
 	need("GemmNT", "w", len(w), n*k)
 	need("GemmNT", "c", len(c), m*n)
+	gemmNT(c, n, a, w, m, k, i0, i1, j0, j1, accumulate)
+}
+
+// GemmNTStrided computes C = A[m×k]·W[n×k]ᵀ (+ C when accumulate) like GemmNT, in Go (never
+// OpenBLAS), into a C whose rows are ldc ≥ n elements apart: C[i·ldc+j] for i < m, j < n. It
+// lets a caller fill a block of columns of a wider product from a panel of W rows kept
+// elsewhere — pass c[j0:] to write columns j0…j0+n−1 — as the CPU backend does with the
+// dequantised panels of a quantised weight.
+func GemmNTStrided(c []float32, ldc int, a, w []float32, m, n, k int, accumulate bool) {
+	checkDims("GemmNTStrided", m, n, k)
+	if ldc < n {
+		panic(fmt.Sprintf("kernels: GemmNTStrided: ldc %d < n %d", ldc, n))
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	need("GemmNTStrided", "a", len(a), m*k)
+	need("GemmNTStrided", "w", len(w), n*k)
+	need("GemmNTStrided", "c", len(c), (m-1)*ldc+n)
+	gemmNT(c, ldc, a, w, m, k, 0, m, 0, n, accumulate)
+}
+
+// gemmNT computes the block rows [i0,i1) × columns [j0,j1) of C = A·Wᵀ with C's rows ldc apart,
+// after the checks (the block is not empty). Every path below indexes C as c[i·ldc+j] and W by
+// row j, so the row stride of C need not be W's row count.
+func gemmNT(c []float32, ldc int, a, w []float32, m, k, i0, i1, j0, j1 int, accumulate bool) {
 	if k == 0 {
-		zeroBlock(c, n, i0, i1, j0, j1, accumulate)
+		zeroBlock(c, ldc, i0, i1, j0, j1, accumulate)
 		return
 	}
 	rows := i1 - i0
 	switch p := packedParams(rows, j1-j0, k); {
 	case p != nil && usePacked(rows):
-		gemmPacked(p, kindNT, c, a, w, m, n, k, i0, i1, j0, j1, accumulate)
+		gemmPacked(p, kindNT, c, a, w, m, ldc, k, i0, i1, j0, j1, accumulate)
 	case rows < packMinRows || vecLevel != Generic:
 		// Few rows: stream W once through the vector kernels.
-		gemmNTSmall(c, a, w, n, k, i0, i1, j0, j1, accumulate)
+		gemmNTSmall(c, a, w, ldc, k, i0, i1, j0, j1, accumulate)
 	default:
-		gemmNTGeneric(c, a, w, n, k, i0, i1, j0, j1, accumulate)
+		gemmNTGeneric(c, a, w, ldc, k, i0, i1, j0, j1, accumulate)
 	}
 }
 
 // gemmNTSmall streams W once, 4 rows at a time, against every row of A (few rows: decode with
-// a small batch). The 4 rows of W stay in L1 while the rows of A pass.
+// a small batch). The 4 rows of W stay in L1 while the rows of A pass. n is C's row stride.
 func gemmNTSmall(c, a, w []float32, n, k, i0, i1, j0, j1 int, acc bool) {
 	var out [4]float32
 	j := j0

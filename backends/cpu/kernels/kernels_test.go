@@ -232,6 +232,27 @@ func TestGemm(t *testing.T) {
 				GemmTN(c, a, b, m, n, k, acc)
 				checkGemm32(t, "GemmTN", tc, refTN, c, c0, a, b, acc)
 			}
+			// GemmNTStrided: column blocks of a wider C computed from panels of W, as the
+			// quantised product does; the columns of the other panels stay as they were.
+			for _, panel := range []int{1, 5, 32, n} {
+				if panel > n || panel == 0 {
+					continue
+				}
+				c := append([]float32(nil), c0...)
+				for j0 := 0; j0 < n; j0 += panel {
+					j1 := min(j0+panel, n)
+					before := append([]float32(nil), c...)
+					GemmNTStrided(c[j0:], n, a, b[j0*k:j1*k], m, j1-j0, k, false)
+					for i := 0; i < m; i++ {
+						for j := 0; j < n; j++ {
+							if (j < j0 || j >= j1) && c[i*n+j] != before[i*n+j] {
+								t.Fatalf("GemmNTStrided %v panel %d at column %d wrote column %d", tc, panel, j0, j)
+							}
+						}
+					}
+				}
+				checkGemm32(t, fmt.Sprintf("GemmNTStrided/panel=%d", panel), tc, refNT, c, c0, a, b, false)
+			}
 			// Split into row ranges and column blocks: the same numbers, nothing outside the block.
 			if m >= 3 && n >= 3 {
 				c := append([]float32(nil), c0...)
@@ -339,6 +360,10 @@ func TestPanics(t *testing.T) {
 		"GemmNN short b":     func() { GemmNN(make([]float32, 6), make([]float32, 6), make([]float32, 8), 2, 3, 3, false) },
 		"GemmTN short a":     func() { GemmTN(make([]float32, 6), make([]float32, 5), make([]float32, 9), 2, 3, 3, false) },
 		"GemmNT negative":    func() { GemmNT(nil, nil, nil, -1, 3, 3, false) },
+		"GemmNTStrided ldc":  func() { GemmNTStrided(make([]float32, 9), 2, make([]float32, 9), make([]float32, 9), 3, 3, 3, false) },
+		"GemmNTStrided short c": func() {
+			GemmNTStrided(make([]float32, 12), 5, make([]float32, 9), make([]float32, 9), 3, 3, 3, false)
+		},
 		"bf16 short x": func() {
 			MatVecTBF16(make([]float32, 2), NewBF16Matrix(make([]float32, 8), 2, 4), make([]float32, 3), 0, 2)
 		},
@@ -346,6 +371,12 @@ func TestPanics(t *testing.T) {
 			MatVecTInt8(make([]float32, 2), NewInt8Matrix(make([]float32, 8), 2, 4), make([]float32, 4), 0, 3)
 		},
 		"int8 NaN": func() { NewInt8Matrix([]float32{1, float32(math.NaN())}, 1, 2) },
+		"DequantizeRows short dst": func() {
+			NewBF16Matrix(make([]float32, 8), 2, 4).DequantizeRows(make([]float32, 7), 0, 2)
+		},
+		"DequantizeRows range": func() {
+			NewInt8Matrix(make([]float32, 8), 2, 4).DequantizeRows(make([]float32, 12), 0, 3)
+		},
 		"GemmNNBlock range": func() {
 			GemmNNBlock(make([]float32, 6), make([]float32, 6), make([]float32, 9), 2, 3, 3, 0, 2, 1, 4, false)
 		},

@@ -2,13 +2,14 @@ package kernels
 
 import (
 	"fmt"
-	"math"
 	"sync"
+
+	"github.com/mamba2go/mamba2/quant"
 )
 
 // Quantised weights for decode. Decode is a stream of matrix–vector products bound by memory
 // bandwidth, so storing W in 16 or 8 bits makes it up to 2× or 4× faster. The products always
-// accumulate in float32, against a float32 x.
+// accumulate in float32, against a float32 x. The encodings themselves are package quant's.
 
 // BF16Matrix is a row-major [N×K] matrix of bfloat16 values (the top 16 bits of a float32).
 type BF16Matrix struct {
@@ -16,36 +17,27 @@ type BF16Matrix struct {
 	Data []uint16
 }
 
-// NewBF16Matrix rounds a row-major float32 [n×k] matrix to bfloat16 (round to nearest, ties to
-// even; NaN stays NaN).
+// NewBF16Matrix rounds a row-major float32 [n×k] matrix to bfloat16 (quant.ToBF16: round to
+// nearest, ties to even; NaN stays NaN).
 func NewBF16Matrix(w []float32, n, k int) BF16Matrix {
 	checkDims("NewBF16Matrix", n, k)
 	need("NewBF16Matrix", "w", len(w), n*k)
 	d := make([]uint16, n*k)
-	for i, v := range w[:n*k] {
-		d[i] = ToBF16(v)
-	}
+	must("NewBF16Matrix", quant.BF16FromFloat32(d, w[:n*k]))
 	return BF16Matrix{N: n, K: k, Data: d}
 }
-
-// ToBF16 rounds f to bfloat16 bits (nearest, ties to even).
-func ToBF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	if b&0x7fffffff > 0x7f800000 { // NaN: keep it a (quiet) NaN
-		return uint16(b>>16) | 0x40
-	}
-	b += 0x7fff + (b>>16)&1
-	return uint16(b >> 16)
-}
-
-// FromBF16 widens bfloat16 bits to float32 (exact).
-func FromBF16(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
 
 // Dequantize writes the float32 value of every element into dst ([N×K]).
 func (m BF16Matrix) Dequantize(dst []float32) {
 	need("BF16Matrix.Dequantize", "dst", len(dst), m.N*m.K)
-	for i, h := range m.Data[:m.N*m.K] {
-		dst[i] = FromBF16(h)
+	must("BF16Matrix.Dequantize", quant.DequantizeBF16(dst[:m.N*m.K], m.Data[:m.N*m.K]))
+}
+
+// must turns an error of package quant (sizes that the checks above already ruled out, or a
+// non-finite value for int8) into the panic this package reports misuse with.
+func must(fn string, err error) {
+	if err != nil {
+		panic(fmt.Sprintf("kernels: %s: %v", fn, err))
 	}
 }
 
@@ -58,6 +50,8 @@ func (m BF16Matrix) check(fn string, y, x []float32, lo, hi int) {
 }
 
 // MatVecTBF16 sets y[j] = Σ_p W[j,p]·x[p] for rows j in [lo,hi), accumulating in float32.
+// Rows of at least 64 (AVX-512) or 32 (AVX2) elements take an assembly dot product in every
+// amd64 build; shorter ones the archsimd or generic loops.
 func MatVecTBF16(y []float32, w BF16Matrix, x []float32, lo, hi int) {
 	w.check("MatVecTBF16", y, x, lo, hi)
 	if lo == hi {
@@ -65,6 +59,10 @@ func MatVecTBF16(y []float32, w BF16Matrix, x []float32, lo, hi int) {
 	}
 	if w.K == 0 {
 		clear(y[lo:hi])
+		return
+	}
+	if dot, step := asmDot(dotBF16AVX512, dotBF16AVX2); dot != nil && w.K >= step {
+		matVecTAsm(y, w.Data, nil, x, w.K, lo, hi, dot, step, quant.BF16ToFloat32)
 		return
 	}
 	switch vecLevel {
@@ -84,13 +82,13 @@ func matVecTBF16Generic(y []float32, w []uint16, x []float32, k, lo, hi int) {
 		var s0, s1, s2, s3 float32
 		p := 0
 		for ; p+4 <= k; p += 4 {
-			s0 += FromBF16(row[p]) * x[p]
-			s1 += FromBF16(row[p+1]) * x[p+1]
-			s2 += FromBF16(row[p+2]) * x[p+2]
-			s3 += FromBF16(row[p+3]) * x[p+3]
+			s0 += quant.BF16ToFloat32(row[p]) * x[p]
+			s1 += quant.BF16ToFloat32(row[p+1]) * x[p+1]
+			s2 += quant.BF16ToFloat32(row[p+2]) * x[p+2]
+			s3 += quant.BF16ToFloat32(row[p+3]) * x[p+3]
 		}
 		for ; p < k; p++ {
-			s0 += FromBF16(row[p]) * x[p]
+			s0 += quant.BF16ToFloat32(row[p]) * x[p]
 		}
 		y[j] = (s0 + s1) + (s2 + s3)
 	}
@@ -104,33 +102,15 @@ type Int8Matrix struct {
 	Scale []float32
 }
 
-// NewInt8Matrix quantises a row-major float32 [n×k] matrix: each row is scaled so its largest
-// magnitude maps to 127 and rounded to nearest (an all-zero row gets scale 0). It panics if a
-// row holds an Inf or NaN, which no scale can represent.
+// NewInt8Matrix quantises a row-major float32 [n×k] matrix with quant.Int8Rows: each row is
+// scaled so its largest magnitude maps to 127 and rounded to nearest (an all-zero row gets
+// scale 0). It panics if a row holds an Inf or NaN, which no scale can represent.
 func NewInt8Matrix(w []float32, n, k int) Int8Matrix {
 	checkDims("NewInt8Matrix", n, k)
 	need("NewInt8Matrix", "w", len(w), n*k)
 	q := Int8Matrix{N: n, K: k, Data: make([]int8, n*k), Scale: make([]float32, n)}
-	for j := 0; j < n; j++ {
-		row := w[j*k : j*k+k]
-		var amax float32
-		for _, v := range row {
-			amax = max(amax, float32(math.Abs(float64(v))))
-		}
-		if amax == 0 || math.IsInf(float64(amax), 0) || amax != amax {
-			if amax != 0 {
-				panic(fmt.Sprintf("kernels: NewInt8Matrix: row %d holds a non-finite value", j))
-			}
-			continue
-		}
-		s := amax / 127
-		q.Scale[j] = s
-		inv := 1 / float64(s)
-		d := q.Data[j*k : j*k+k]
-		for p, v := range row {
-			r := math.RoundToEven(float64(v) * inv)
-			d[p] = int8(max(-127, min(127, r)))
-		}
+	if n > 0 && k > 0 {
+		must("NewInt8Matrix", quant.Int8Rows(q.Data, q.Scale, w[:n*k], k))
 	}
 	return q
 }
@@ -138,11 +118,8 @@ func NewInt8Matrix(w []float32, n, k int) Int8Matrix {
 // Dequantize writes Scale[j]·Data[j,p] into dst ([N×K]).
 func (m Int8Matrix) Dequantize(dst []float32) {
 	need("Int8Matrix.Dequantize", "dst", len(dst), m.N*m.K)
-	for j := 0; j < m.N; j++ {
-		s := m.Scale[j]
-		for p, v := range m.Data[j*m.K : j*m.K+m.K] {
-			dst[j*m.K+p] = s * float32(v)
-		}
+	if m.N > 0 && m.K > 0 {
+		must("Int8Matrix.Dequantize", quant.DequantizeInt8Rows(dst[:m.N*m.K], m.Data[:m.N*m.K], m.Scale[:m.N], m.K))
 	}
 }
 
@@ -156,7 +133,7 @@ func (m Int8Matrix) check(fn string, y, x []float32, lo, hi int) {
 }
 
 // MatVecTInt8 sets y[j] = Scale[j]·Σ_p Data[j,p]·x[p] for rows j in [lo,hi) (dequantising in
-// registers, accumulating in float32).
+// registers, accumulating in float32), with the same choice of kernels as MatVecTBF16.
 func MatVecTInt8(y []float32, w Int8Matrix, x []float32, lo, hi int) {
 	w.check("MatVecTInt8", y, x, lo, hi)
 	if lo == hi {
@@ -164,6 +141,10 @@ func MatVecTInt8(y []float32, w Int8Matrix, x []float32, lo, hi int) {
 	}
 	if w.K == 0 {
 		clear(y[lo:hi])
+		return
+	}
+	if dot, step := asmDot(dotI8AVX512, dotI8AVX2); dot != nil && w.K >= step {
+		matVecTAsm(y, w.Data, w.Scale, x, w.K, lo, hi, dot, step, func(v int8) float32 { return float32(v) })
 		return
 	}
 	switch vecLevel {
@@ -201,89 +182,30 @@ type F16Matrix struct {
 	Data []uint16
 }
 
-// NewF16Matrix rounds a row-major float32 [n×k] matrix to float16 (nearest, ties to even;
-// magnitudes beyond 65504 become ±Inf).
+// NewF16Matrix rounds a row-major float32 [n×k] matrix to float16 (quant.ToF16: nearest, ties
+// to even; magnitudes beyond 65504 become ±Inf).
 func NewF16Matrix(w []float32, n, k int) F16Matrix {
 	checkDims("NewF16Matrix", n, k)
 	need("NewF16Matrix", "w", len(w), n*k)
 	d := make([]uint16, n*k)
-	for i, v := range w[:n*k] {
-		d[i] = ToF16(v)
-	}
+	must("NewF16Matrix", quant.F16FromFloat32(d, w[:n*k]))
 	return F16Matrix{N: n, K: k, Data: d}
 }
 
-// ToF16 rounds f to IEEE half-precision bits (nearest, ties to even).
-func ToF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	exp := int(b>>23) & 0xff
-	man := b & 0x7fffff
-	switch {
-	case exp == 0xff: // Inf or NaN
-		if man != 0 {
-			return sign | 0x7e00
-		}
-		return sign | 0x7c00
-	case exp > 127+15: // overflow
-		return sign | 0x7c00
-	case exp >= 127-14: // normal half
-		h := uint32(exp-127+15)<<10 | man>>13
-		rest := man & 0x1fff
-		if rest > 0x1000 || rest == 0x1000 && h&1 == 1 {
-			h++ // may carry into the exponent, up to Inf: correct
-		}
-		return sign | uint16(h)
-	case exp >= 127-25: // subnormal half
-		// f = m·2^(exp-150) with m the 24-bit significand; a subnormal half is h·2^-24.
-		m := man | 0x800000
-		shift := uint(126 - exp) // 14…24
-		h := m >> shift
-		rest := m & (1<<shift - 1)
-		half := uint32(1) << (shift - 1)
-		if rest > half || rest == half && h&1 == 1 {
-			h++
-		}
-		return sign | uint16(h)
-	}
-	return sign
-}
-
+// f16Table caches quant.F16ToFloat32 for every half value (256 KiB), for the portable mat-vec
+// loop where a load beats the branches of the conversion.
 var f16Table = sync.OnceValue(func() *[1 << 16]float32 {
 	var t [1 << 16]float32
 	for i := range t {
-		t[i] = fromF16Slow(uint16(i))
+		t[i] = quant.F16ToFloat32(uint16(i))
 	}
 	return &t
 })
 
-func fromF16Slow(h uint16) float32 {
-	sign := uint32(h&0x8000) << 16
-	exp := uint32(h>>10) & 0x1f
-	man := uint32(h & 0x3ff)
-	switch {
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0x7f800000 | man<<13)
-	case exp == 0:
-		v := float32(man) * (1.0 / (1 << 24))
-		if sign != 0 {
-			v = -v
-		}
-		return v
-	}
-	return math.Float32frombits(sign | (exp+127-15)<<23 | man<<13)
-}
-
-// FromF16 widens half-precision bits to float32 (exact).
-func FromF16(h uint16) float32 { return f16Table()[h] }
-
 // Dequantize writes the float32 value of every element into dst ([N×K]).
 func (m F16Matrix) Dequantize(dst []float32) {
 	need("F16Matrix.Dequantize", "dst", len(dst), m.N*m.K)
-	t := f16Table()
-	for i, h := range m.Data[:m.N*m.K] {
-		dst[i] = t[h]
-	}
+	must("F16Matrix.Dequantize", quant.DequantizeF16(dst[:m.N*m.K], m.Data[:m.N*m.K]))
 }
 
 // MatVecTF16 sets y[j] = Σ_p W[j,p]·x[p] for rows j in [lo,hi), accumulating in float32.
@@ -296,26 +218,42 @@ func MatVecTF16(y []float32, w F16Matrix, x []float32, lo, hi int) {
 	checkRange(fn, lo, hi, w.N)
 	need(fn, "y", len(y), hi)
 	need(fn, "x", len(x), w.K)
-	k := w.K
-	x = x[:k]
-	var dot func(n int, w *uint16, x *float32) float32
-	step := 0
-	switch gemmLevel {
-	case AVX512:
-		dot, step = dotF16AVX512, 64
-	case AVX2:
-		dot, step = dotF16AVX2, 32
-	}
-	if dot == nil || k < step {
-		matVecTF16Generic(y, w.Data, x, k, lo, hi)
+	if dot, step := asmDot(dotF16AVX512, dotF16AVX2); dot != nil && w.K >= step {
+		matVecTAsm(y, w.Data, nil, x, w.K, lo, hi, dot, step, quant.F16ToFloat32)
 		return
 	}
+	matVecTF16Generic(y, w.Data, x[:w.K], w.K, lo, hi)
+}
+
+// asmDot returns the assembly dot product of the GEMM level in use and the multiple of
+// elements it takes, or nil (another CPU, or off amd64).
+func asmDot[T uint16 | int8](avx512, avx2 func(n int, w *T, x *float32) float32) (func(n int, w *T, x *float32) float32, int) {
+	switch gemmLevel {
+	case AVX512:
+		return avx512, 64
+	case AVX2:
+		return avx2, 32
+	}
+	return nil, 0
+}
+
+// matVecTAsm sets y[j] = scale[j]·Σ_p widen(W[j,p])·x[p] for the rows j in [lo,hi) of a [·×k]
+// W (scale nil: 1), with dot over the first k/step·step elements of each row and widen for the
+// rest. One row at a time: a single sequential stream per row keeps the hardware prefetcher
+// ahead, which measured faster for 8- and 16-bit weights than interleaving four rows. The
+// callers have checked the sizes; k ≥ step.
+func matVecTAsm[T uint16 | int8](y []float32, w []T, scale, x []float32, k, lo, hi int,
+	dot func(n int, w *T, x *float32) float32, step int, widen func(T) float32) {
 	main := k / step * step
+	x = x[:k]
 	for j := lo; j < hi; j++ {
-		row := w.Data[j*k : j*k+k]
+		row := w[j*k : j*k+k]
 		s := dot(main, &row[0], &x[0])
 		for p := main; p < k; p++ {
-			s += fromF16Slow(row[p]) * x[p]
+			s += widen(row[p]) * x[p]
+		}
+		if scale != nil {
+			s *= scale[j]
 		}
 		y[j] = s
 	}
@@ -337,5 +275,86 @@ func matVecTF16Generic(y []float32, w []uint16, x []float32, k, lo, hi int) {
 			s0 += t[row[p]] * x[p]
 		}
 		y[j] = (s0 + s1) + (s2 + s3)
+	}
+}
+
+// ---------------------------------------------------------------- dequantising panels
+
+// DequantizeRows writes the float32 values of the rows [lo,hi) of W into dst[:(hi−lo)·K]: the
+// panels of W that a prefill product hands to the float32 GEMM. On AVX2/AVX-512 CPUs it widens
+// with assembly in every build (the portable conversions of package quant run at about one
+// element per ns, too slow next to a GEMM of a few dozen rows); results are bitwise those of
+// package quant.
+func (m BF16Matrix) DequantizeRows(dst []float32, lo, hi int) {
+	dequantRows16("BF16Matrix.DequantizeRows", m.N, m.K, m.Data, dst, lo, hi,
+		asmWiden(widenBF16AVX512, widenBF16AVX2), quant.DequantizeBF16)
+}
+
+// DequantizeRows is BF16Matrix.DequantizeRows for float16.
+func (m F16Matrix) DequantizeRows(dst []float32, lo, hi int) {
+	dequantRows16("F16Matrix.DequantizeRows", m.N, m.K, m.Data, dst, lo, hi,
+		asmWiden(widenF16AVX512, widenF16AVX2), quant.DequantizeF16)
+}
+
+// dequantRows16 is DequantizeRows of a 16-bit format: rows are contiguous and unscaled, so the
+// whole range is widened at once.
+func dequantRows16(fn string, n, k int, data []uint16, dst []float32, lo, hi int,
+	fast widenFunc[uint16], slow func(dst []float32, src []uint16) error) {
+	checkDims(fn, n, k)
+	checkRange(fn, lo, hi, n)
+	need(fn, "Data", len(data), n*k)
+	need(fn, "dst", len(dst), (hi-lo)*k)
+	widen(fn, dst, data[lo*k:hi*k], 1, fast, slow)
+}
+
+// DequantizeRows is BF16Matrix.DequantizeRows for int8: Scale[j]·Data[j,p].
+func (m Int8Matrix) DequantizeRows(dst []float32, lo, hi int) {
+	const fn = "Int8Matrix.DequantizeRows"
+	checkDims(fn, m.N, m.K)
+	checkRange(fn, lo, hi, m.N)
+	need(fn, "Data", len(m.Data), m.N*m.K)
+	need(fn, "Scale", len(m.Scale), m.N)
+	need(fn, "dst", len(dst), (hi-lo)*m.K)
+	fast := asmWiden(widenI8AVX512, widenI8AVX2)
+	k := m.K
+	for j := lo; j < hi; j++ {
+		widen(fn, dst[(j-lo)*k:(j-lo+1)*k], m.Data[j*k:j*k+k], m.Scale[j], fast, func(d []float32, s []int8) error {
+			return quant.DequantizeInt8Rows(d, s, m.Scale[j:j+1], len(s))
+		})
+	}
+}
+
+// widenFunc is an assembly widening loop (see cpu_amd64.go) and the multiple of elements it
+// takes.
+type widenFunc[T uint16 | int8] struct {
+	fn   func(n int, w *T, dst *float32, scale float32)
+	step int
+}
+
+// asmWiden returns the assembly widening loop of the GEMM level in use (fn nil: none).
+func asmWiden[T uint16 | int8](avx512, avx2 func(n int, w *T, dst *float32, scale float32)) widenFunc[T] {
+	switch gemmLevel {
+	case AVX512:
+		return widenFunc[T]{avx512, 64}
+	case AVX2:
+		return widenFunc[T]{avx2, 32}
+	}
+	return widenFunc[T]{}
+}
+
+// widen sets dst[p] to the value of src[p] (times scale for int8): the multiple of fast.step in
+// assembly, the rest (or all, without assembly) with slow, whose error (sizes the callers have
+// checked) panics naming fn.
+func widen[T uint16 | int8](fn string, dst []float32, src []T, scale float32, fast widenFunc[T],
+	slow func(dst []float32, src []T) error) {
+	main := 0
+	if fast.fn != nil {
+		main = len(src) / fast.step * fast.step
+	}
+	if main > 0 {
+		fast.fn(main, &src[0], &dst[0], scale)
+	}
+	if main < len(src) {
+		must(fn, slow(dst[main:len(src)], src[main:]))
 	}
 }
