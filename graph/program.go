@@ -54,6 +54,8 @@ type boundState struct {
 	write *Node
 	buf   backends.Buffer
 	own   backends.Buffer
+	// inPlace: the kernel producing write writes it over read's buffer, so no write-back.
+	inPlace bool
 }
 
 // Compile schedules what the graph's outputs and state writes need, binds Params to w (which may
@@ -157,6 +159,34 @@ func (g *Graph) Compile(be backends.Backend, w *Weights) (*Program, error) {
 		}
 	}
 
+	// A state write may share the state's buffer when its kernel can write over the state it
+	// reads (backends.InPlacer) and nothing else reads the state's start-of-run value.
+	readUses := map[*Node]int{}
+	for _, app := range sched {
+		for _, in := range app.inputs {
+			readUses[in]++
+		}
+	}
+	for _, o := range g.outputs {
+		readUses[o.node]++
+	}
+	stateOfWrite := map[*Node]*boundState{}
+	for _, bs := range p.states {
+		if bs.write == nil || bs.write == bs.read || bs.write.app == nil {
+			continue
+		}
+		if _, dup := stateOfWrite[bs.write]; dup {
+			stateOfWrite[bs.write] = nil // written into two states: keep the copies
+			continue
+		}
+		stateOfWrite[bs.write] = bs
+	}
+	for _, bs := range p.states {
+		if bs.write != nil && bs.write != bs.read && bs.write.app == nil {
+			readUses[bs.write]++ // a state read (or input) copied into another state
+		}
+	}
+
 	// Buffer plan: reuse a freed buffer of the same shape size and dtype.
 	type key struct {
 		dt shapes.DType
@@ -186,7 +216,16 @@ func (g *Graph) Compile(be backends.Backend, w *Weights) (*Program, error) {
 			return nil, fmt.Errorf("graph: compiling %s on backend %s: %w", app.outputs[0], be.Name(), err)
 		}
 		st.kernel = k
-		for _, o := range app.outputs {
+		for j, o := range app.outputs {
+			if bs := stateOfWrite[o]; bs != nil && readUses[bs.read] == 1 {
+				if ip, ok := k.(backends.InPlacer); ok {
+					if i := ip.InPlace(j); i >= 0 && i < len(app.inputs) && app.inputs[i] == bs.read {
+						bs.inPlace = true
+						p.bufOf[o] = bs.buf
+						continue
+					}
+				}
+			}
 			kk := key{o.shape.DType, o.shape.Size()}
 			var buf backends.Buffer
 			if l := free[kk]; len(l) > 0 && !pin[o] {
@@ -347,6 +386,9 @@ func (p *Program) BindState(name string, buf backends.Buffer) error {
 	}
 	st.buf = buf
 	p.bufOf[st.read] = buf
+	if st.inPlace {
+		p.bufOf[st.write] = buf
+	}
 	p.dirty = true
 	return nil
 }
@@ -389,7 +431,7 @@ func (p *Program) Run() error {
 		}
 	}
 	for _, st := range p.states {
-		if st.write == nil || st.write == st.read {
+		if st.write == nil || st.write == st.read || st.inPlace {
 			continue
 		}
 		src := p.bufOf[st.write]
