@@ -39,6 +39,14 @@ type Kernel interface {
 	Run(in, out []Buffer) error
 }
 
+// InPlacer is implemented by kernels that can write an output over one of their inputs. When
+// InPlace(out) returns i ≥ 0, Run gives the same results when out[out] and in[i] are one buffer.
+// Programs use it to update a recurrent state where it lies instead of copying the new state back
+// after every run (for a decode step that copy is the whole SSM state, twice).
+type InPlacer interface {
+	InPlace(out int) int
+}
+
 // Backend allocates buffers, moves data to and from the host, and compiles ops into kernels.
 // Methods are safe for concurrent use.
 type Backend interface {

@@ -58,6 +58,8 @@ type boundState struct {
 	buf   backends.Buffer
 	own   backends.Buffer
 	eager bool // written back right after the step computing it, not at the end of the run
+	// inPlace: the kernel producing write writes it over read's buffer, so no write-back at all.
+	inPlace bool
 }
 
 // Compile schedules what the graph's outputs and state writes need, binds Params to w (which may
@@ -169,6 +171,34 @@ func (g *Graph) Compile(be backends.Backend, w *Weights) (*Program, error) {
 		}
 	}
 
+	// A state write may share the state's buffer when its kernel can write over the state it
+	// reads (backends.InPlacer) and nothing else reads the state's start-of-run value.
+	readUses := map[*Node]int{}
+	for _, app := range sched {
+		for _, in := range app.inputs {
+			readUses[in]++
+		}
+	}
+	for _, o := range g.outputs {
+		readUses[o.node]++
+	}
+	stateOfWrite := map[*Node]*boundState{}
+	for _, bs := range p.states {
+		if bs.write == nil || bs.write == bs.read || bs.write.app == nil {
+			continue
+		}
+		if _, dup := stateOfWrite[bs.write]; dup {
+			stateOfWrite[bs.write] = nil // written into two states: keep the copies
+			continue
+		}
+		stateOfWrite[bs.write] = bs
+	}
+	for _, bs := range p.states {
+		if bs.write != nil && bs.write != bs.read && bs.write.app == nil {
+			readUses[bs.write]++ // a state read (or input) copied into another state
+		}
+	}
+
 	// Buffer plan: reuse a freed buffer of the same shape size and dtype.
 	type key struct {
 		dt shapes.DType
@@ -198,7 +228,17 @@ func (g *Graph) Compile(be backends.Backend, w *Weights) (*Program, error) {
 			return nil, fmt.Errorf("graph: compiling %s on backend %s: %w", app.outputs[0], be.Name(), err)
 		}
 		st.kernel = k
-		for _, o := range app.outputs {
+		for j, o := range app.outputs {
+			if bs := stateOfWrite[o]; bs != nil && readUses[bs.read] == 1 {
+				if ip, ok := k.(backends.InPlacer); ok {
+					if i := ip.InPlace(j); i >= 0 && i < len(app.inputs) && app.inputs[i] == bs.read {
+						bs.inPlace = true
+						pin[o] = true // the state's own buffer: never back to the free lists
+						p.bufOf[o] = bs.buf
+						continue
+					}
+				}
+			}
 			kk := key{o.shape.DType, o.shape.Size()}
 			var buf backends.Buffer
 			if l := free[kk]; len(l) > 0 && !pin[o] {
@@ -234,7 +274,7 @@ func (g *Graph) Compile(be backends.Backend, w *Weights) (*Program, error) {
 		st.in = make([]backends.Buffer, len(app.inputs))
 		st.out = make([]backends.Buffer, len(app.outputs))
 		for _, bs := range p.states {
-			if bs.eager && bs.write.app == app {
+			if bs.eager && !bs.inPlace && bs.write.app == app {
 				st.writeBack = append(st.writeBack, bs)
 			}
 		}
@@ -408,6 +448,9 @@ func (p *Program) BindState(name string, buf backends.Buffer) error {
 	}
 	st.buf = buf
 	p.bufOf[st.read] = buf
+	if st.inPlace {
+		p.bufOf[st.write] = buf
+	}
 	p.dirty = true
 	return nil
 }
@@ -458,7 +501,7 @@ func (p *Program) Run() error {
 		}
 	}
 	for _, st := range p.states {
-		if st.write == nil || st.write == st.read || st.eager {
+		if st.write == nil || st.write == st.read || st.eager || st.inPlace {
 			continue
 		}
 		src := p.bufOf[st.write]

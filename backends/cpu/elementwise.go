@@ -257,13 +257,12 @@ func (k *unaryKernel[T]) apply(lo, hi int) {
 			for i, v := range x {
 				y[i] = -v
 			}
-		case ops.SiLUKind:
-			for i, v := range x {
-				y[i] = v * Sigmoid(v)
-			}
-		case ops.SigmoidKind:
-			for i, v := range x {
-				y[i] = Sigmoid(v)
+		case ops.SiLUKind, ops.SigmoidKind:
+			silu := o.Kind == ops.SiLUKind
+			if x32, ok := any(x).([]float32); ok {
+				sigmoid32(any(y).([]float32), x32, silu)
+			} else {
+				sigmoidGeneric(y, x, silu)
 			}
 		case ops.SoftplusKind:
 			for i, v := range x {
@@ -288,6 +287,18 @@ func Sigmoid[T Float](x T) T {
 	}
 	e := math.Exp(float64(x))
 	return T(e / (1 + e))
+}
+
+// sigmoidGeneric sets dst[i] = σ(src[i]), or src[i]·σ(src[i]) with silu, through float64.
+func sigmoidGeneric[T Float](dst, src []T, silu bool) {
+	src = src[:len(dst)]
+	for i, v := range src {
+		if silu {
+			dst[i] = v * Sigmoid(v)
+		} else {
+			dst[i] = Sigmoid(v)
+		}
+	}
 }
 
 // Softplus is log(1+e^x), returning x above 20 as PyTorch does.

@@ -136,6 +136,15 @@ func (k *causalConvKernel[T]) Run(in, out []backends.Buffer) error {
 	return nil
 }
 
+// InPlace lets a program keep the conv state in one buffer: channels reads every state value it
+// needs before writing newState over it (see channels and step).
+func (k *causalConvKernel[T]) InPlace(out int) int {
+	if out == 1 {
+		return 3
+	}
+	return -1
+}
+
 // channels computes y and newState for channels lo..hi of every row. newState is written after
 // y and in increasing column order, so it may share memory with state.
 func (k *causalConvKernel[T]) channels(lo, hi int) {
@@ -737,6 +746,15 @@ func (k *ssdStepKernel[T]) Run(in, out []backends.Buffer) error {
 	d := k.d
 	k.be.pool.parallelFor(&k.wg, d.B*d.H, max(1, mambaGrain/max(1, 3*d.P*d.N)), k.fn)
 	return nil
+}
+
+// InPlace lets a program keep the SSM state in one buffer: each state element is read once,
+// just before the element at the same index of the new state is written.
+func (k *ssdStepKernel[T]) InPlace(out int) int {
+	if out == 1 {
+		return 6
+	}
+	return -1
 }
 
 func (k *ssdStepKernel[T]) heads(lo, hi int) {

@@ -19,3 +19,6 @@ func advRow32(o, s, b []float32, decay, f float32) { advRowGeneric(o, s, b, deca
 func gradRow32(g, s, sp, c, b, dC, dB []float32, gp, f, decay float32) (v, gsum float32) {
 	return gradRowGeneric(g, s, sp, c, b, dC, dB, gp, f, decay)
 }
+
+func sigmoid32(dst, src []float32, silu bool) { sigmoidGeneric(dst, src, silu) }
+func gatedSiLU32(dst, x, z []float32)         { gatedSiLUGeneric(dst, x, z) }

@@ -364,6 +364,15 @@ func sigmoid64(x float64) float64 {
 	return e / (1 + e)
 }
 
+// gatedSiLUGeneric sets dst[j] = x[j]·z[j]·σ(z[j]) through float64.
+func gatedSiLUGeneric[T Float](dst, x, z []T) {
+	z = z[:len(x)]
+	for j, xv := range x {
+		zv := float64(z[j])
+		dst[j] = T(float64(xv) * zv * sigmoid64(zv))
+	}
+}
+
 // forward normalises rows lo..hi.
 func (k *normKernel[T]) forward(lo, hi int) {
 	d, dg := k.d, k.dg
@@ -373,9 +382,10 @@ func (k *normKernel[T]) forward(lo, hi int) {
 		if k.gated {
 			// y holds h = x·silu(z) until it is normalised.
 			z := k.z[r*d : r*d+d]
-			for j, xv := range x {
-				zv := float64(z[j])
-				y[j] = T(float64(xv) * zv * sigmoid64(zv))
+			if x32, ok := any(x).([]float32); ok {
+				gatedSiLU32(any(y).([]float32), x32, any(z).([]float32))
+			} else {
+				gatedSiLUGeneric(y, x, z)
 			}
 			x = y
 		}
