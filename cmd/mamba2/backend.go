@@ -9,6 +9,7 @@ import (
 	"github.com/mamba2go/mamba2/backends"
 	_ "github.com/mamba2go/mamba2/backends/cpu"
 	_ "github.com/mamba2go/mamba2/backends/cuda"
+	"github.com/mamba2go/mamba2/quant"
 )
 
 // backendFlag adds --backend to fs.
@@ -21,6 +22,18 @@ func backendFlag(fs *flag.FlagSet) *string {
 }
 
 // openBackend creates the named backend with an error that says what to do instead.
+// weightsFlagHelp documents --weights, shared by the commands that load a causal LM.
+const weightsFlagHelp = "storage of the large weight matrices: f32, bf16, f16 or int8 (per-row scales); quantized weights run inference only, in float32"
+
+// parseWeights reads --weights.
+func parseWeights(s string) (quant.Format, error) {
+	f, err := quant.ParseFormat(s)
+	if err != nil {
+		return f, fmt.Errorf("%w: --weights: %v", errUsage, err)
+	}
+	return f, nil
+}
+
 func openBackend(name string) (backends.Backend, error) {
 	be, err := backends.New(name)
 	if err != nil {

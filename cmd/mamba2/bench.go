@@ -24,6 +24,7 @@ import (
 type benchReport struct {
 	Backend          string  `json:"backend"`
 	Kernels          string  `json:"kernels"`
+	Weights          string  `json:"weights"` // storage of the large matrices: f32, bf16, f16, int8
 	Threads          int     `json:"threads"`
 	Batch            int     `json:"batch"`
 	Prompt           int     `json:"prompt"`
@@ -53,6 +54,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print one JSON line instead of a table")
 	seed := fs.Uint64("seed", 1, "seed of the random prompt")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of the timed prefill and decode to this file")
+	weights := fs.String("weights", "f32", weightsFlagHelp)
 	backend := backendFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -64,6 +66,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if v <= 0 {
 			return fmt.Errorf("%w: --%s must be positive, got %d", errUsage, name, v)
 		}
+	}
+	format, err := parseWeights(*weights)
+	if err != nil {
+		return err
 	}
 	runtime.GOMAXPROCS(max(*threads, 1))
 	be, err := openBackend(*backend)
@@ -79,17 +85,19 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		bandwidth = measureBandwidth(*threads)
 		debug.FreeOSMemory()
 	}
-	m, err := mamba2.Load(be, *model, mamba2.Options{})
+	m, err := mamba2.Load(be, *model, mamba2.Options{Weights: format})
 	if err != nil {
 		return fmt.Errorf("--model: %w", err)
 	}
 	defer m.Close()
 	c := m.Config
-	rep := benchReport{Backend: be.Name(), Kernels: kernelSet(be), Threads: *threads, Batch: *batch, Prompt: *prompt, Gen: *gen}
+	rep := benchReport{Backend: be.Name(), Kernels: kernelSet(be), Weights: format.String(), Threads: *threads, Batch: *batch, Prompt: *prompt, Gen: *gen}
 	for _, name := range m.Weights().Names() {
 		buf, _ := m.Weights().Get(name)
 		n := int64(buf.Shape().Size())
-		rep.Params += n
+		if base, isScale := strings.CutSuffix(name, mamba2.ScaleName("")); !isScale || !mamba2.Quantizable(base) {
+			rep.Params += n // int8 scales are bytes to stream, not parameters
+		}
 		rep.WeightBytes += n * int64(buf.Shape().DType.Size())
 	}
 
@@ -175,7 +183,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(rep)
 	}
-	fmt.Fprintf(stdout, "model      %s: %d params, %.1f MB of weights\n", *model, rep.Params, float64(rep.WeightBytes)/1e6)
+	fmt.Fprintf(stdout, "model      %s: %d params, %.1f MB of %s weights\n", *model, rep.Params, float64(rep.WeightBytes)/1e6, rep.Weights)
 	fmt.Fprintf(stdout, "backend    %s (kernels %s), %d threads, batch %d\n", rep.Backend, rep.Kernels, rep.Threads, rep.Batch)
 	fmt.Fprintf(stdout, "prefill    %d tokens: %.1f tok/s\n", *prompt, rep.PrefillTokS)
 	fmt.Fprintf(stdout, "decode     %d steps: %.1f tok/s (p50 %.2f ms, p99 %.2f ms; first 10 %.2f ms, last 10 %.2f ms)\n",

@@ -17,6 +17,7 @@ import (
 	"github.com/mamba2go/mamba2/models/encdec"
 	"github.com/mamba2go/mamba2/models/encdec/tasks"
 	"github.com/mamba2go/mamba2/models/mamba2"
+	"github.com/mamba2go/mamba2/quant"
 )
 
 // listFlag collects a repeatable string flag.
@@ -44,6 +45,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	seed := fs.Uint64("seed", 0, "sampling seed")
 	ignoreEOS := fs.Bool("ignore-eos", false, "keep generating after EOS")
 	stream := fs.Bool("stream", false, "print outputs as they are generated (one input row)")
+	weights := fs.String("weights", "f32", weightsFlagHelp+" (causal LMs)")
 	backend := backendFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -53,6 +55,10 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	}
 	if *maxLen <= 0 {
 		return fmt.Errorf("%w: --max-len must be positive, got %d", errUsage, *maxLen)
+	}
+	format, err := parseWeights(*weights)
+	if err != nil {
+		return err
 	}
 	opts := encdec.GenerateOptions{MaxLen: *maxLen, Temperature: *temp, TopK: *topK, TopP: *topP, Seed: *seed, IgnoreEOS: *ignoreEOS}
 	if *temp < 0 || *topK < 0 || *topP < 0 || *topP > 1 {
@@ -80,10 +86,13 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		if len(vecs) > 0 || *task != "" {
 			return fmt.Errorf("%w: %s is a causal LM: --vectors and --task are for encoder–decoders", errUsage, *model)
 		}
-		return generateLM(be, *model, ids, *text, opts, *stream, stdout)
+		return generateLM(be, *model, ids, *text, format, opts, *stream, stdout)
 	}
 	if *text != "" {
 		return fmt.Errorf("%w: --text is for causal LMs with a tokenizer; an encoder–decoder takes --ids or --vectors", errUsage)
+	}
+	if format != quant.F32 {
+		return fmt.Errorf("%w: --weights %s is for causal LMs; an encoder–decoder runs in float32", errUsage, format)
 	}
 	m, err := encdec.Load(be, *model, encdec.Options{})
 	if err != nil {
@@ -201,14 +210,14 @@ func checkpointKind(dir string) (string, error) {
 
 // generateLM continues token-id prompts with a Hugging Face Mamba2 causal LM: one prefill of the
 // (ragged) prompts, then one step per token.
-func generateLM(be backends.Backend, dir string, rows []string, text string, o encdec.GenerateOptions, stream bool, w io.Writer) error {
+func generateLM(be backends.Backend, dir string, rows []string, text string, format quant.Format, o encdec.GenerateOptions, stream bool, w io.Writer) error {
 	if text != "" {
 		if _, err := os.Stat(filepath.Join(dir, "tokenizer.json")); err != nil {
 			return fmt.Errorf("--text: %s has no tokenizer.json; pass token ids with --ids", dir)
 		}
 		return fmt.Errorf("--text: this build has no tokenizer for %s; pass token ids with --ids", filepath.Join(dir, "tokenizer.json"))
 	}
-	lm, err := mamba2.Load(be, dir, mamba2.Options{})
+	lm, err := mamba2.Load(be, dir, mamba2.Options{Weights: format})
 	if err != nil {
 		return err
 	}

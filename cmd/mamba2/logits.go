@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/mamba2go/mamba2/models/mamba2"
+	"github.com/mamba2go/mamba2/quant"
 	"github.com/mamba2go/mamba2/safetensors"
 	"github.com/mamba2go/mamba2/shapes"
 	"gorgonia.org/tensor"
@@ -21,6 +22,7 @@ func runLogits(args []string, stdout, stderr io.Writer) error {
 	embeds := fs.Bool("embeds", false, "read inputs_embeds float32 [B,T,hidden] instead of input_ids")
 	padding := fs.String("padding", "right", "side of the padding when IN holds lengths: right or left")
 	dtype := fs.String("dtype", "float32", "compute type: float32 or float64")
+	weights := fs.String("weights", "f32", weightsFlagHelp)
 	backend := backendFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -40,6 +42,13 @@ func runLogits(args []string, stdout, stderr io.Writer) error {
 		dt = shapes.Float64
 	default:
 		return fmt.Errorf("%w: --dtype %q: want float32 or float64", errUsage, *dtype)
+	}
+	format, err := parseWeights(*weights)
+	if err != nil {
+		return err
+	}
+	if format != quant.F32 && dt != shapes.Float32 {
+		return fmt.Errorf("%w: --weights %s needs --dtype float32", errUsage, format)
 	}
 
 	in, err := safetensors.Open(*input)
@@ -98,7 +107,7 @@ func runLogits(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer be.Close()
-	m, err := mamba2.Load(be, *model, mamba2.Options{DType: dt})
+	m, err := mamba2.Load(be, *model, mamba2.Options{DType: dt, Weights: format})
 	if err != nil {
 		return fmt.Errorf("--model: %w", err)
 	}

@@ -56,6 +56,25 @@ func TestLogitsMatchesGolden(t *testing.T) {
 	}
 }
 
+// TestLogitsQuantizedWeights: --weights runs the same command with 16- and 8-bit matrices; the
+// logits stay near the float32 ones (the bounds of models/mamba2's TestQuantizedWeights).
+func TestLogitsQuantizedWeights(t *testing.T) {
+	golden := filepath.Join(tinyDir, "case.safetensors")
+	want, _ := readF32(t, golden, "logits_full")
+	for _, tc := range []struct {
+		format string
+		tol    float64
+	}{{"bf16", 0.1}, {"f16", 0.02}, {"int8", 0.35}} {
+		out := filepath.Join(t.TempDir(), "out.safetensors")
+		code, _, stderr := runCLI("logits", "--model", tinyDir, "--input", golden, "--out", out, "--weights", tc.format, "--schedule", "13,1,1,1,1,1,1,1,1")
+		require.Equal(t, 0, code, stderr)
+		got, _ := readF32(t, out, "logits")
+		d := maxAbs(got, want)
+		require.LessOrEqual(t, d, tc.tol, tc.format)
+		require.Greater(t, d, 0.0, "%s weights gave float32's logits exactly: were they quantized?", tc.format)
+	}
+}
+
 func TestLogitsEmbeds(t *testing.T) {
 	golden := filepath.Join(tinyDir, "case.safetensors")
 	out := filepath.Join(t.TempDir(), "out.safetensors")
@@ -106,6 +125,8 @@ func TestLogitsBadInput(t *testing.T) {
 		{"unknown backend", []string{"--input", golden, "--backend", "nope"}, 1, "registered: cpu"},
 		{"bad padding", []string{"--input", golden, "--padding", "middle"}, 2, "padding"},
 		{"missing flag", []string{"--model", tinyDir}, 2, "--input is required"},
+		{"unknown weight format", []string{"--input", golden, "--weights", "q4"}, 2, "valid: f32|float32, bf16|bfloat16"},
+		{"quantized float64", []string{"--input", golden, "--weights", "int8", "--dtype", "float64"}, 2, "--weights int8 needs --dtype float32"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(dir, "out-"+strings.ReplaceAll(tc.name, " ", "-")+".safetensors")

@@ -3,9 +3,11 @@ package mamba2
 import (
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/mamba2go/mamba2/graph"
 	"github.com/mamba2go/mamba2/ops"
+	"github.com/mamba2go/mamba2/quant"
 	"github.com/mamba2go/mamba2/shapes"
 )
 
@@ -63,6 +65,9 @@ type GraphSpec struct {
 	Logits, Hidden, LastOnly bool
 	// PerLayer adds LayerHiddenName(l) outputs for l = 0..NumHiddenLayers.
 	PerLayer bool
+	// Weights is the storage format of the Quantizable parameters (Options.Weights); other
+	// formats than quant.F32 need DType float32.
+	Weights quant.Format
 }
 
 // Validate checks the spec against itself.
@@ -79,7 +84,7 @@ func (s GraphSpec) Validate() error {
 	case !s.Logits && !s.Hidden && !s.PerLayer:
 		return fmt.Errorf("mamba2: the program has no outputs")
 	}
-	return nil
+	return checkFormat(s.Weights, s.DType)
 }
 
 // ParamShapes returns the graph's parameter names and shapes: Hugging Face names, with the conv
@@ -91,6 +96,54 @@ func (c Config) ParamShapes() map[string][]int {
 		m[name] = []int{c.ConvDim(), c.ConvKernel}
 	}
 	return m
+}
+
+// Quantizable reports whether parameter name is stored in a quantized weight format: the large
+// matrices — every layer's in_proj and out_proj weights, the embeddings and lm_head — which hold
+// nearly all of a model's bytes. Norm weights, the conv filter, dt_bias, A_log, D and biases stay
+// in the compute type: they are small, and the recurrence is sensitive to them.
+func Quantizable(name string) bool {
+	switch {
+	case name == EmbeddingsName, name == LMHeadName:
+		return true
+	case strings.HasSuffix(name, ".mixer.in_proj.weight"), strings.HasSuffix(name, ".mixer.out_proj.weight"):
+		return true
+	}
+	return false
+}
+
+// ScaleName names the float32 per-row scales [rows] of an int8 weight.
+func ScaleName(weight string) string { return weight + ".scale" }
+
+// storedAs is the format weight name is stored in when a model's format is f.
+func storedAs(name string, f quant.Format) quant.Format {
+	if Quantizable(name) {
+		return f
+	}
+	return quant.F32
+}
+
+// matrixParam declares weight name [rows, k] stored in format f (in dt when f is quant.F32) and,
+// for int8, its scales; the results are the arguments QuantMatMul and QuantGather take after
+// their data input.
+func matrixParam(g *graph.Graph, name string, dims []int, dt shapes.DType, f quant.Format) []*graph.Node {
+	if f = storedAs(name, f); f == quant.F32 {
+		return []*graph.Node{g.Param(name, shapes.Make(dt, dims...))}
+	}
+	w := g.Param(name, shapes.Make(f.DType(), dims...))
+	if f != quant.Int8 {
+		return []*graph.Node{w}
+	}
+	return []*graph.Node{w, g.Param(ScaleName(name), shapes.Make(shapes.Float32, dims[0]))}
+}
+
+// linear is x·Wᵀ for weight name [rows, k] stored in format f.
+func linear(g *graph.Graph, x *graph.Node, name string, dims []int, f quant.Format) *graph.Node {
+	w := matrixParam(g, name, dims, x.Shape().DType, f)
+	if storedAs(name, f) == quant.F32 {
+		return ops.MatMulT(x, w[0], false, true)
+	}
+	return ops.QuantMatMul(x, w[0], w[1:]...)
 }
 
 func layerName(l int, suffix string) string { return fmt.Sprintf("backbone.layers.%d.%s", l, suffix) }
@@ -117,7 +170,12 @@ func BuildCausalLM(g *graph.Graph, c Config, s GraphSpec) error {
 		h = g.Input(InputEmbeds, shapes.Make(dt, B, T, c.HiddenSize))
 	} else {
 		ids := g.Input(InputIDs, shapes.Make(shapes.Int64, B, T))
-		h = ops.Gather(param(EmbeddingsName), ids)
+		if storedAs(EmbeddingsName, s.Weights) == quant.F32 {
+			h = ops.Gather(param(EmbeddingsName), ids)
+		} else {
+			table := matrixParam(g, EmbeddingsName, c.ParamShapes()[EmbeddingsName], dt, s.Weights)
+			h = ops.QuantGather(table[0], ids, table[1:]...)
+		}
 	}
 	var mask, lens *graph.Node
 	if s.Ragged {
@@ -127,7 +185,7 @@ func BuildCausalLM(g *graph.Graph, c Config, s GraphSpec) error {
 	for l := 0; l < c.NumHiddenLayers; l++ {
 		h = Block(g, c, BlockOptions{
 			Prefix: fmt.Sprintf("backbone.layers.%d.", l), ConvState: ConvStateName(l), SSMState: SSMStateName(l),
-			Phase: s.Phase, Mask: mask, Lengths: lens,
+			Phase: s.Phase, Mask: mask, Lengths: lens, Weights: s.Weights,
 		}, h)
 		if s.PerLayer && l < c.NumHiddenLayers-1 {
 			g.Output(LayerHiddenName(l), maskOut(h, mask))
@@ -156,7 +214,7 @@ func BuildCausalLM(g *graph.Graph, c Config, s GraphSpec) error {
 		if c.TieWordEmbeddings {
 			head = EmbeddingsName
 		}
-		g.Output(OutLogits, ops.MatMulT(hidden, param(head), false, true))
+		g.Output(OutLogits, linear(g, hidden, head, c.ParamShapes()[head], s.Weights))
 	}
 	return g.Err()
 }
@@ -181,6 +239,9 @@ type BlockOptions struct {
 	Phase Phase
 	// Mask [B,T,1] and Lengths int64 [B] describe right padding (both or neither).
 	Mask, Lengths *graph.Node
+	// Weights stores in_proj and out_proj in a quantized format (inference only; the zero value
+	// quant.F32 keeps them in the input's dtype).
+	Weights quant.Format
 }
 
 // BlockParamShapes returns the parameter names and shapes of one block under prefix.
@@ -212,19 +273,22 @@ func Block(g *graph.Graph, c Config, o BlockOptions, h *graph.Node) *graph.Node 
 	p := func(suffix string) *graph.Node {
 		return g.Param(o.Prefix+suffix, shapes.Make(h.Shape().DType, shapesOf[o.Prefix+suffix]...))
 	}
+	lin := func(x *graph.Node, suffix string) *graph.Node {
+		return linear(g, x, o.Prefix+suffix, shapesOf[o.Prefix+suffix], o.Weights)
+	}
 	normed := ops.RMSNorm(h, p("norm.weight"), c.LayerNormEpsilon)
-	return ops.Add(h, mixer(g, c, o, normed, p))
+	return ops.Add(h, mixer(g, c, o, normed, p, lin))
 }
 
 // mixer is Mamba2Mixer.torch_forward: in_proj → conv → SSD → gated norm → out_proj.
-func mixer(g *graph.Graph, c Config, o BlockOptions, u *graph.Node, p func(string) *graph.Node) *graph.Node {
+func mixer(g *graph.Graph, c Config, o BlockOptions, u *graph.Node, p func(string) *graph.Node, lin func(*graph.Node, string) *graph.Node) *graph.Node {
 	B, T, dtype := u.Shape().Dims[0], u.Shape().Dims[1], u.Shape().DType
 	I, H, P, N, G := c.IntermediateSize(), c.NumHeads, c.HeadDim, c.StateSize, c.NGroups
 	convDim := c.ConvDim()
 	stateful := o.ConvState != "" || o.SSMState != ""
 	mask, lens := o.Mask, o.Lengths
 
-	proj := ops.MatMulT(u, p("mixer.in_proj.weight"), false, true) // [B,T,in_proj]
+	proj := lin(u, "mixer.in_proj.weight") // [B,T,in_proj]
 	if c.UseBias {
 		proj = ops.Add(proj, p("mixer.in_proj.bias"))
 	}
@@ -289,7 +353,7 @@ func mixer(g *graph.Graph, c Config, o BlockOptions, u *graph.Node, p func(strin
 		groups = G
 	}
 	y = ops.GatedRMSNorm(y, z, p("mixer.norm.weight"), c.LayerNormEpsilon, groups)
-	out := ops.MatMulT(y, p("mixer.out_proj.weight"), false, true)
+	out := lin(y, "mixer.out_proj.weight")
 	if c.UseBias {
 		out = ops.Add(out, p("mixer.out_proj.bias"))
 	}

@@ -16,10 +16,12 @@ package mamba2
 import (
 	"errors"
 	"fmt"
+	"sort"
 
 	"github.com/mamba2go/mamba2/backends"
 	"github.com/mamba2go/mamba2/cache"
 	"github.com/mamba2go/mamba2/graph"
+	"github.com/mamba2go/mamba2/quant"
 	"github.com/mamba2go/mamba2/shapes"
 	"gorgonia.org/tensor"
 )
@@ -28,6 +30,13 @@ import (
 type Options struct {
 	// DType is the compute type: shapes.Float32 (the default when zero) or shapes.Float64.
 	DType shapes.DType
+	// Weights is the storage format of the large matrices (see Quantizable): quant.F32 (the
+	// zero value) keeps them in the compute type; quant.BF16 and quant.F16 keep them 16-bit and
+	// quant.Int8 8-bit with a float32 scale per row, each multiplied in float32. A decode step
+	// streams every weight once, so halving or quartering their bytes is what speeds it up past
+	// the float32 memory-bandwidth limit. Quantized models run inference only (gradients are an
+	// error) and need the float32 compute type.
+	Weights quant.Format
 }
 
 // Model is a loaded Mamba2 causal LM: its configuration and its weights on a backend. It is safe
@@ -37,6 +46,7 @@ type Model struct {
 	be      backends.Backend
 	weights *graph.Weights
 	dtype   shapes.DType
+	format  quant.Format
 }
 
 // Load reads a checkpoint directory (config.json plus safetensors weights) onto be, with the
@@ -60,8 +70,8 @@ func Load(be backends.Backend, dir string, opts Options) (*Model, error) {
 		return nil, err
 	}
 	defer closeFiles()
-	m := &Model{Config: c, be: be, weights: graph.NewWeights(be), dtype: dt}
-	fl := newFiller(m.weights, dt)
+	m := &Model{Config: c, be: be, weights: graph.NewWeights(be), dtype: dt, format: opts.Weights}
+	fl := newFiller(m.weights, dt, opts.Weights)
 	params := c.ParamShapes()
 	for _, t := range tensors {
 		if err := fl.fill(t.name, params[t.name], t.read); err != nil {
@@ -72,7 +82,8 @@ func Load(be backends.Backend, dir string, opts Options) (*Model, error) {
 	return m, nil
 }
 
-// computeDType returns the compute type opts ask for (float32 when unset).
+// computeDType returns the compute type opts ask for (float32 when unset), checking it against
+// the weight format.
 func computeDType(opts Options) (shapes.DType, error) {
 	dt := opts.DType
 	if dt == shapes.InvalidDType {
@@ -81,7 +92,21 @@ func computeDType(opts Options) (shapes.DType, error) {
 	if dt != shapes.Float32 && dt != shapes.Float64 {
 		return dt, fmt.Errorf("mamba2: dtype %s: want float32 or float64", dt)
 	}
+	if err := checkFormat(opts.Weights, dt); err != nil {
+		return dt, err
+	}
 	return dt, nil
+}
+
+// checkFormat checks a weight format against the compute type.
+func checkFormat(f quant.Format, dt shapes.DType) error {
+	if f.DType() == shapes.InvalidDType {
+		return fmt.Errorf("mamba2: unknown weight format %v", f)
+	}
+	if f != quant.F32 && dt != shapes.Float32 {
+		return fmt.Errorf("mamba2: %s weights need the float32 compute type, not %s", f, dt)
+	}
+	return nil
 }
 
 // New uploads a checkpoint's weights to be.
@@ -100,8 +125,16 @@ func New(be backends.Backend, ck *Checkpoint, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{Config: c, be: be, weights: graph.NewWeights(be), dtype: dt}
-	for name, dims := range c.ParamShapes() {
+	m := &Model{Config: c, be: be, weights: graph.NewWeights(be), dtype: dt, format: opts.Weights}
+	fl := newFiller(m.weights, dt, opts.Weights)
+	params := c.ParamShapes()
+	names := make([]string, 0, len(params))
+	for name := range params {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		dims := params[name]
 		t, ok := ck.Tensors[name]
 		if !ok {
 			if name == LMHeadName && c.TieWordEmbeddings {
@@ -119,12 +152,30 @@ func New(be backends.Backend, ck *Checkpoint, opts Options) (*Model, error) {
 			m.weights.Free()
 			return nil, fmt.Errorf("mamba2: tensor %s has shape %v, the config expects %v", name, s.Dims, dims)
 		}
-		if err := m.weights.Set(name, shapes.Make(dt, dims...), convert(data, dt)); err != nil {
+		if err := fl.fill(name, dims, hostReader(name, data)); err != nil {
 			m.weights.Free()
-			return nil, fmt.Errorf("mamba2: %w", err)
+			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// hostReader reads a host tensor's elements as float32 for filler.fill (float64 data rounded to
+// nearest, as PyTorch's tensor.float() does).
+func hostReader(name string, data any) func(dst []float32, offset int) error {
+	return func(dst []float32, offset int) error {
+		switch d := data.(type) {
+		case []float32:
+			copy(dst, d[offset:offset+len(dst)])
+		case []float64:
+			for i, v := range d[offset : offset+len(dst)] {
+				dst[i] = float32(v)
+			}
+		default:
+			return fmt.Errorf("mamba2: tensor %s: host data %T is not float32 or float64", name, data)
+		}
+		return nil
+	}
 }
 
 // convert returns host data as the compute dtype.
@@ -158,6 +209,9 @@ func (m *Model) Backend() backends.Backend { return m.be }
 // DType returns the compute type.
 func (m *Model) DType() shapes.DType { return m.dtype }
 
+// WeightFormat returns the storage format of the large matrices (Options.Weights).
+func (m *Model) WeightFormat() quant.Format { return m.format }
+
 // Weights returns the model's weights on the backend.
 func (m *Model) Weights() *graph.Weights { return m.weights }
 
@@ -179,9 +233,11 @@ func (m *Model) NewCache(batch int) (*cache.Cache, error) {
 	return cache.New(m.be, m.CacheSpec(), batch)
 }
 
-// Compile builds and compiles the causal-LM graph for spec (its DType is set to the model's).
+// Compile builds and compiles the causal-LM graph for spec (its DType and Weights are set to the
+// model's).
 func (m *Model) Compile(spec GraphSpec) (*graph.Program, error) {
 	spec.DType = m.dtype
+	spec.Weights = m.format
 	g := graph.New()
 	if err := BuildCausalLM(g, m.Config, spec); err != nil {
 		return nil, err
