@@ -8,7 +8,7 @@ import (
 func needBLAS(t testing.TB) {
 	t.Helper()
 	if _, ok := BLAS(); !ok {
-		t.Skip("OpenBLAS not found (apt-get install libopenblas0-pthread)")
+		t.Skip("OpenBLAS not loaded: set MAMBA2_BLAS=on (and apt-get install libopenblas0-pthread)")
 	}
 }
 

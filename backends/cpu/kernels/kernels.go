@@ -61,7 +61,8 @@ func SetLevel(l Level) (previous Level) {
 }
 
 // SetBLAS allows (true, the default) or forbids GemmNT handing large products to OpenBLAS; it
-// returns the previous setting. MAMBA2_BLAS=off in the environment keeps OpenBLAS from loading.
+// returns the previous setting. OpenBLAS loads only when MAMBA2_BLAS=on (or a library path) is
+// in the environment.
 func SetBLAS(enabled bool) (previous bool) { return blasOn.Swap(enabled) }
 
 // BLAS loads OpenBLAS on first call and reports its configuration string (for example
