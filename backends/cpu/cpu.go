@@ -52,7 +52,8 @@ func (b *Buffer) Data() any { return b.data }
 
 // Backend is the CPU backend.
 type Backend struct {
-	pool *pool
+	pool  *pool
+	arena arena // scratch memory kernels borrow for one Run
 }
 
 // New returns a CPU backend using threads goroutines for parallel kernels (0: GOMAXPROCS).

@@ -404,6 +404,8 @@ type ssdKernel[T Float] struct {
 	cb                              []T // [B, G, nc, q·q]: C·Bᵀ of each chunk (row stride n), lower block triangle
 	gb, gc                          []T // [B, G, T, N]: B and C by group (G > 1 only)
 	slots                           chan *ssdScratch[T]
+	scratch                         []*ssdScratch[T] // the slots' structs; their memory is borrowed per Run
+	mem                             []T              // borrowed for a Run: cb, gb, gc and the slots' slices
 	inDst, outDst                   []*[]T
 	inSize, outSize                 []int
 	gatherFn, cbFn, headFn          func(lo, hi int)
@@ -440,19 +442,11 @@ func compileSSD(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.K
 func newSSD[T Float](be *Backend, d ops.SSDDims, chunk int) *ssdKernel[T] {
 	q := max(1, min(chunk, d.T))
 	k := &ssdKernel[T]{be: be, d: d, q: q, nc: (d.T + q - 1) / q, nrb: (q + ssdBlock - 1) / ssdBlock, hpg: d.H / d.G}
-	k.cb = make([]T, d.B*d.G*k.nc*q*q)
-	if d.G > 1 {
-		k.gb = make([]T, d.B*d.G*d.T*d.N)
-		k.gc = make([]T, len(k.gb))
-	}
 	threads := be.pool.threads
 	k.slots = make(chan *ssdScratch[T], threads)
-	for i := 0; i < threads; i++ {
-		k.slots <- &ssdScratch[T]{
-			cs: make([]T, q), e: make([]T, q), u: make([]T, q), v: make([]T, q), u2: make([]T, ssdTile), v2: make([]T, q),
-			xd: make([]T, q*d.P), yc: make([]T, q*d.P),
-			m: make([]T, min(q, ssdBlock)*q),
-		}
+	k.scratch = make([]*ssdScratch[T], threads)
+	for i := range k.scratch {
+		k.scratch[i] = &ssdScratch[T]{}
 	}
 	k.inDst = []*[]T{&k.x, &k.dt, &k.a, &k.bm, &k.cm, &k.dd, &k.st}
 	k.inSize = ssdSizes(d)
@@ -476,13 +470,53 @@ func (k *ssdKernel[T]) Run(in, out []backends.Buffer) error {
 		copy(k.ns, k.st)
 		return nil
 	}
+	k.borrowScratch()
 	if d.G > 1 {
 		k.be.pool.parallelFor(&k.wg, d.B*d.T, max(1, mambaGrain/max(1, d.G*d.N)), k.gatherFn)
 	}
 	k.be.pool.parallelFor(&k.wg, d.B*d.G*k.nc*k.nrb, max(1, mambaGrain/max(1, k.q*min(k.q, ssdBlock)*d.N)), k.cbFn)
 	perHead := d.T * (k.q*d.P + 4*d.P*d.N)
 	k.be.pool.parallelFor(&k.wg, d.B*d.H, max(1, mambaGrain/max(1, perHead)), k.headFn)
+	k.returnScratch()
 	return nil
+}
+
+// borrowScratch takes one slice from the backend's arena and lays out cb, gb, gc and every
+// worker slot in it.
+func (k *ssdKernel[T]) borrowScratch() {
+	d, q := k.d, k.q
+	ncb := d.B * d.G * k.nc * q * q
+	ng := 0
+	if d.G > 1 {
+		ng = d.B * d.G * d.T * d.N
+	}
+	slot := 5*q + ssdTile + 2*q*d.P + min(q, ssdBlock)*q
+	k.mem = borrow[T](&k.be.arena, ncb+2*ng+len(k.scratch)*slot)
+	next := func(n int) []T {
+		s := k.mem[:n:n]
+		k.mem = k.mem[n:]
+		return s
+	}
+	all := k.mem
+	k.cb = next(ncb)
+	if ng > 0 {
+		k.gb, k.gc = next(ng), next(ng)
+	}
+	for _, sc := range k.scratch {
+		sc.cs, sc.e, sc.u, sc.v, sc.u2, sc.v2 = next(q), next(q), next(q), next(q), next(ssdTile), next(q)
+		sc.xd, sc.yc, sc.m = next(q*d.P), next(q*d.P), next(min(q, ssdBlock)*q)
+		k.slots <- sc
+	}
+	k.mem = all
+}
+
+// returnScratch empties the slots and gives the memory back.
+func (k *ssdKernel[T]) returnScratch() {
+	for range k.scratch {
+		<-k.slots
+	}
+	giveBack(&k.be.arena, k.mem)
+	k.mem, k.cb, k.gb, k.gc = nil, nil, nil, nil
 }
 
 // gather copies the B and C rows of (b, t) items lo..hi (item = b·T + t) into gb and gc.

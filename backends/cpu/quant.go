@@ -49,7 +49,7 @@ type quantMatMulKernel struct {
 
 	panel   int         // prefill: rows of W per dequantised panel
 	workers int         // prefill: how many workers split the rows of W
-	scratch [][]float32 // prefill: per worker, panel·k values
+	scratch [][]float32 // prefill: per worker, panel·k values borrowed from the backend for a Run
 
 	x, y  []float32
 	w16   []uint16
@@ -91,9 +91,6 @@ func compileQuantMatMul(be *Backend, op backends.Op, in, out []shapes.Shape) (ba
 	q.panel = min(512, max(32, quantPanelBytes/(4*k)/32*32), n)
 	q.workers = min(be.pool.threads, (n+q.panel-1)/q.panel)
 	q.scratch = make([][]float32, q.workers)
-	for i := range q.scratch {
-		q.scratch[i] = make([]float32, q.panel*k)
-	}
 	return q, nil
 }
 
@@ -122,7 +119,14 @@ func (q *quantMatMulKernel) Run(in, out []backends.Buffer) error {
 		q.be.pool.parallelFor(&q.wg, q.n, q.minRows, q.rowsFn)
 		return nil
 	}
+	for w := range q.scratch {
+		q.scratch[w] = borrow[float32](&q.be.arena, q.panel*q.k)
+	}
 	q.be.pool.parallelFor(&q.wg, q.workers, 1, q.panelFn)
+	for w, s := range q.scratch {
+		giveBack(&q.be.arena, s)
+		q.scratch[w] = nil
+	}
 	return nil
 }
 

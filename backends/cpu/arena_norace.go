@@ -1,0 +1,6 @@
+//go:build !race
+
+package cpu
+
+// poisonScratch: see arena_race.go.
+const poisonScratch = false
