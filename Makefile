@@ -30,12 +30,13 @@ kernelsets:
 bench: bin/m130
 	GOEXPERIMENT=simd $(GO) build -o bin/mamba2-simd ./cmd/mamba2
 	$(GO) build -o bin/mamba2 ./cmd/mamba2
-	@echo "== 130m shape, SIMD build (GOEXPERIMENT=simd)"
-	bin/mamba2-simd bench --model bin/m130 --threads 2 --json
+	@echo "== 130m shape, SIMD build (GOEXPERIMENT=simd), each weight format"
+	for w in f32 bf16 f16 int8; do bin/mamba2-simd bench --model bin/m130 --threads 2 --weights $$w --json || exit 1; done
 	@echo "== 130m shape, default build"
-	bin/mamba2 bench --model bin/m130 --threads 2 --json
+	for w in f32 int8; do bin/mamba2 bench --model bin/m130 --threads 2 --weights $$w --json || exit 1; done
 	@echo "== kernel micro-benchmarks"
 	GOEXPERIMENT=simd $(GO) test -bench . -benchmem -benchtime 200ms -run '^$$' ./graph/ ./backends/cpu/kernels/
+	GOEXPERIMENT=simd $(GO) test -bench QuantMatMul -benchtime 200ms -run '^$$' ./backends/cpu/
 
 bin/m130:
 	$(GO) run ./cmd/mamba2 init --config testdata/configs/mamba2-130m.json --out bin/m130

@@ -134,7 +134,7 @@ type fortranArgs struct {
 	keep               [3]unsafe.Pointer
 }
 
-var fortranPool = sync.Pool{New: func() any { return new(fortranArgs) }}
+var fortranPool freeList[fortranArgs]
 
 func trans(t bool) [4]byte {
 	if t {
@@ -153,13 +153,13 @@ func (f *fortranArgs) pin(a, b, c []float32) (pa, pb, pc uintptr) {
 
 func (f *fortranArgs) release() {
 	f.keep = [3]unsafe.Pointer{}
-	fortranPool.Put(f)
+	fortranPool.put(f)
 }
 
 // sgemmRowMajor computes C = alpha·op(A)·op(B) + beta·C for row-major matrices through the
 // column-major sgemm_: C (m×n row-major) is Cᵀ (n×m column-major) = op(B)ᵀ·op(A)ᵀ.
 func sgemmRowMajor(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	f := fortranPool.Get().(*fortranArgs)
+	f := fortranPool.get()
 	f.ta, f.tb = trans(transB), trans(transA)
 	f.m, f.n, f.k = int32(n), int32(m), int32(k)
 	f.lda, f.ldb, f.ldc = int32(ldb), int32(lda), int32(ldc)
@@ -177,7 +177,7 @@ func sgemmRowMajor(transA, transB bool, m, n, k int, alpha float32, a []float32,
 
 // sgemvRowMajor computes y = alpha·op(A)·x + beta·y for a row-major A [m×n] (lda ≥ n).
 func sgemvRowMajor(transA bool, m, n int, alpha float32, a []float32, lda int, x []float32, beta float32, y []float32) {
-	f := fortranPool.Get().(*fortranArgs)
+	f := fortranPool.get()
 	// Row-major A is column-major Aᵀ (n×m): op is flipped.
 	f.ta = trans(!transA)
 	f.m, f.n = int32(n), int32(m)

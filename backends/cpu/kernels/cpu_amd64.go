@@ -31,6 +31,17 @@ func transpose16x16AVX512(dst *float32, ldd int, src *float32, lds int)
 //go:noescape
 func transpose8x8AVX2(dst *float32, ldd int, src *float32, lds int)
 
+// dotF32AVX512 returns Σ_{p<n} w[p]·x[p]; n must be a multiple of 64. The plain build's float32
+// mat-vec and Dot use it (the SIMD build has its own vector loops).
+//
+//go:noescape
+func dotF32AVX512(n int, w *float32, x *float32) float32
+
+// dotF32AVX2 returns Σ_{p<n} w[p]·x[p]; n must be a multiple of 32.
+//
+//go:noescape
+func dotF32AVX2(n int, w *float32, x *float32) float32
+
 // dotF16AVX512 returns Σ_{p<n} half(w[p])·x[p]; n must be a multiple of 64.
 //
 //go:noescape

@@ -44,7 +44,33 @@ type packBuf struct {
 	tmp  [maxTile]float32 // edge-tile output; here rather than on the stack, which the assembly call would make escape
 }
 
-var packPool = sync.Pool{New: func() any { return new(packBuf) }}
+var packPool freeList[packBuf]
+
+// freeList keeps values for reuse like a sync.Pool, but never drops them at a garbage
+// collection: a Pool emptied by a GC refills with allocations inside kernels that promise none
+// after warm-up. It holds at most as many values as were ever in use at once.
+type freeList[T any] struct {
+	mu   sync.Mutex
+	free []*T
+}
+
+func (l *freeList[T]) get() *T {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := len(l.free); n > 0 {
+		v := l.free[n-1]
+		l.free[n-1] = nil
+		l.free = l.free[:n-1]
+		return v
+	}
+	return new(T)
+}
+
+func (l *freeList[T]) put(v *T) {
+	l.mu.Lock()
+	l.free = append(l.free, v)
+	l.mu.Unlock()
+}
 
 func grow(s []float32, n int) []float32 {
 	if cap(s) < n {
@@ -61,7 +87,7 @@ func grow(s []float32, n int) []float32 {
 // [kc][mr] panel.
 func gemmPacked(p *gemmParams, kind gemmKind, c, a, b []float32, m, n, k, i0, i1, j0, j1 int, acc bool) {
 	mr, nr := p.mr, p.nr
-	buf := packPool.Get().(*packBuf)
+	buf := packPool.get()
 	kcMax := min(p.kc, k)
 	buf.a = grow(buf.a, kcMax*mr)
 	buf.b = grow(buf.b, kcMax*roundUp(min(p.nc, j1-j0), nr))
@@ -117,7 +143,7 @@ func gemmPacked(p *gemmParams, kind gemmKind, c, a, b []float32, m, n, k, i0, i1
 			}
 		}
 	}
-	packPool.Put(buf)
+	packPool.put(buf)
 }
 
 func roundUp(x, q int) int { return (x + q - 1) / q * q }

@@ -77,6 +77,9 @@ func main() {
 			p("\tVPMOVSXBD %d(SI), %s", off, r)
 			p("\tVCVTDQ2PS %s, %s", r, r)
 		})
+		dotWiden("dotF32"+v.name, v.reg, v.width, 4, func(off int, r string) {
+			p("\tVMOVUPS %d(SI), %s", off, r)
+		})
 	}
 	for _, v := range []struct {
 		name, reg string
@@ -351,7 +354,7 @@ func transpose8() {
 // scale when scaled (int8; the 16-bit formats ignore it), for n a multiple of 4·width: the
 // dequantisation of panels of a quantised weight for the prefill GEMM.
 func widenStore(fn, reg string, width, esz int, scaled bool, widen func(off int, r string)) {
-	typ := map[int]string{1: "int8", 2: "uint16"}[esz]
+	typ := map[int]string{1: "int8", 2: "uint16", 4: "float32"}[esz]
 	p("// func %s(n int, w *%s, dst *float32, scale float32)", fn, typ)
 	p("TEXT ·%s(SB), NOSPLIT, $0-28", fn)
 	p("\tMOVQ n+0(FP), CX")

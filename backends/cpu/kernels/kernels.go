@@ -142,6 +142,10 @@ func Dot(x, y []float32) float32 {
 	case AVX2:
 		return dotAVX2(x, y)
 	}
+	if dot, step := asmDot(dotF32AVX512, dotF32AVX2); dot != nil && len(x) >= step {
+		main := len(x) / step * step
+		return dot(main, &x[0], &y[0]) + dotGeneric(x[main:], y[main:len(x)])
+	}
 	return dotGeneric(x, y)
 }
 
@@ -191,6 +195,11 @@ func matVecT(y, w, x []float32, k, lo, hi int) {
 	case AVX2:
 		matVecTAVX2(y, w, x, k, lo, hi)
 	default:
+		// The plain build: the assembly dot product, one row at a time, when the CPU has it.
+		if dot, step := asmDot(dotF32AVX512, dotF32AVX2); dot != nil && k >= step {
+			matVecTAsm(y, w, nil, x, k, lo, hi, dot, step, func(v float32) float32 { return v })
+			return
+		}
 		matVecTGeneric(y, w, x, k, lo, hi)
 	}
 }
@@ -229,10 +238,10 @@ func packedParams(rows, n, k int) *gemmParams {
 }
 
 // usePacked reports whether a product with this many rows of C should take the packed
-// assembly path once packedParams allows it: always with enough rows, and with few rows only
-// when the vector kernels are plain Go (a build without GOEXPERIMENT=simd), since a 12-row
-// tile on 1–7 rows still beats scalar loops.
-func usePacked(rows int) bool { return rows >= packMinRows || vecLevel == Generic }
+// assembly path once packedParams allows it: with enough rows. Fewer rows stream W once through
+// the mat-vec kernels — the vector loops, or in a plain build the assembly dot product (packing
+// and transposing all of W for one row of C made the plain build's decode 2× slower).
+func usePacked(rows int) bool { return rows >= packMinRows }
 
 // BLASMinRows is the smallest m for which GemmNT hands a product to OpenBLAS (when loaded and
 // enabled). Below it OpenBLAS's packing and thread start-up cost more than they save.

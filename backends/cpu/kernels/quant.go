@@ -227,7 +227,7 @@ func MatVecTF16(y []float32, w F16Matrix, x []float32, lo, hi int) {
 
 // asmDot returns the assembly dot product of the GEMM level in use and the multiple of
 // elements it takes, or nil (another CPU, or off amd64).
-func asmDot[T uint16 | int8](avx512, avx2 func(n int, w *T, x *float32) float32) (func(n int, w *T, x *float32) float32, int) {
+func asmDot[T uint16 | int8 | float32](avx512, avx2 func(n int, w *T, x *float32) float32) (func(n int, w *T, x *float32) float32, int) {
 	switch gemmLevel {
 	case AVX512:
 		return avx512, 64
@@ -242,7 +242,7 @@ func asmDot[T uint16 | int8](avx512, avx2 func(n int, w *T, x *float32) float32)
 // rest. One row at a time: a single sequential stream per row keeps the hardware prefetcher
 // ahead, which measured faster for 8- and 16-bit weights than interleaving four rows. The
 // callers have checked the sizes; k ≥ step.
-func matVecTAsm[T uint16 | int8](y []float32, w []T, scale, x []float32, k, lo, hi int,
+func matVecTAsm[T uint16 | int8 | float32](y []float32, w []T, scale, x []float32, k, lo, hi int,
 	dot func(n int, w *T, x *float32) float32, step int, widen func(T) float32) {
 	main := k / step * step
 	x = x[:k]
