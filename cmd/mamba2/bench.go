@@ -35,8 +35,8 @@ type benchReport struct {
 	DecodeTokS       float64 `json:"decode_tok_s"`
 	DecodeMsP50      float64 `json:"decode_ms_p50"`
 	DecodeMsP99      float64 `json:"decode_ms_p99"`
-	DecodeMsFirst10  float64 `json:"decode_ms_first10"`
-	DecodeMsLast10   float64 `json:"decode_ms_last10"`
+	DecodeMsFirst10  float64 `json:"decode_ms_first10"` // median of the first 10 steps
+	DecodeMsLast10   float64 `json:"decode_ms_last10"`  // median of the last 10 steps
 	AllocsPerStep    float64 `json:"allocs_per_step"`
 	PeakRSSBytes     int64   `json:"peak_rss_bytes"`
 	MemBandwidthGBs  float64 `json:"mem_bandwidth_gb_s"`
@@ -178,8 +178,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	runtime.ReadMemStats(&ms1)
 	rep.AllocsPerStep = float64(ms1.Mallocs-ms0.Mallocs) / float64(*gen)
 	rep.DecodeTokS = float64(*gen**batch) / elapsed.Seconds()
-	rep.DecodeMsFirst10 = mean(times[:min(10, len(times))])
-	rep.DecodeMsLast10 = mean(times[max(0, len(times)-10):])
+	// Medians, not means: one step slowed by another process would otherwise decide whether
+	// latency looks position-dependent.
+	rep.DecodeMsFirst10 = median(times[:min(10, len(times))])
+	rep.DecodeMsLast10 = median(times[max(0, len(times)-10):])
 	sorted := append([]float64(nil), times...)
 	sort.Float64s(sorted)
 	rep.DecodeMsP50 = percentile(sorted, 0.50)
@@ -197,7 +199,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "model      %s: %d params, %.1f MB of %s weights\n", *model, rep.Params, float64(rep.WeightBytes)/1e6, rep.Weights)
 	fmt.Fprintf(stdout, "backend    %s (kernels %s), %d threads, batch %d\n", rep.Backend, rep.Kernels, rep.Threads, rep.Batch)
 	fmt.Fprintf(stdout, "prefill    %d tokens: %.1f tok/s\n", *prompt, rep.PrefillTokS)
-	fmt.Fprintf(stdout, "decode     %d steps: %.1f tok/s (p50 %.2f ms, p99 %.2f ms; first 10 %.2f ms, last 10 %.2f ms)\n",
+	fmt.Fprintf(stdout, "decode     %d steps: %.1f tok/s (p50 %.2f ms, p99 %.2f ms; median of first 10 %.2f ms, of last 10 %.2f ms)\n",
 		*gen, rep.DecodeTokS, rep.DecodeMsP50, rep.DecodeMsP99, rep.DecodeMsFirst10, rep.DecodeMsLast10)
 	if rep.MemBandwidthGBs > 0 {
 		fmt.Fprintf(stdout, "bound      memory %.1f GB/s → %.1f tok/s; decode runs at %.0f%% of it\n",
@@ -228,12 +230,17 @@ func argmax(x []float32) int {
 	return best
 }
 
-func mean(x []float64) float64 {
-	s := 0.0
-	for _, v := range x {
-		s += v
+// median returns the middle value of x (the mean of the two middle ones for even lengths).
+func median(x []float64) float64 {
+	if len(x) == 0 {
+		return 0
 	}
-	return s / float64(max(len(x), 1))
+	s := append([]float64(nil), x...)
+	sort.Float64s(s)
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
 }
 
 func percentile(sorted []float64, q float64) float64 {
