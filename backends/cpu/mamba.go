@@ -58,6 +58,7 @@ type causalConvKernel[T Float] struct {
 	nb, nt, nc, nk        int
 	hasLen                bool
 	x, w, bias, st, y, ns []T
+	wt                    []T // w transposed to [K, C] for the multi-token path, filled per Run
 	lens                  []int64
 	inDst, outDst         []*[]T
 	inSize, outSize       []int
@@ -92,6 +93,9 @@ func compileCausalConv1D(be *Backend, op backends.Op, in, out []shapes.Shape) (b
 func newCausalConv[T Float](be *Backend, in []shapes.Shape) *causalConvKernel[T] {
 	x, w := in[0].Dims, in[1].Dims
 	k := &causalConvKernel[T]{be: be, nb: x[0], nt: x[1], nc: x[2], nk: w[1], hasLen: len(in) == 5}
+	if k.nt > 1 {
+		k.wt = make([]T, k.nc*k.nk)
+	}
 	bsz, ssz := k.nb*k.nt*k.nc, k.nb*k.nc*k.nk
 	k.inDst = []*[]T{&k.x, &k.w, &k.bias, &k.st}
 	k.inSize = []int{bsz, k.nc * k.nk, k.nc, ssz}
@@ -132,6 +136,14 @@ func (k *causalConvKernel[T]) Run(in, out []backends.Buffer) error {
 		}
 		k.lens = l
 	}
+	if k.nt > 1 {
+		// Tap-major weights let the time loop run over contiguous channels.
+		for c := 0; c < k.nc; c++ {
+			for j := 0; j < k.nk; j++ {
+				k.wt[j*k.nc+c] = k.w[c*k.nk+j]
+			}
+		}
+	}
 	k.be.pool.parallelFor(&k.wg, k.nc, max(1, mambaGrain/max(1, k.nb*k.nt*k.nk)), k.fn)
 	return nil
 }
@@ -166,10 +178,7 @@ func (k *causalConvKernel[T]) channels(lo, hi int) {
 			for j := 0; j < nk; j++ {
 				src := t + 1 + j - nk // time index into x; negative reads the state
 				if src >= 0 {
-					xr := xb[src*nc+lo : src*nc+hi]
-					for i, xv := range xr {
-						yr[i] += k.w[(lo+i)*nk+j] * xv
-					}
+					mambaMulAdd(yr, k.wt[j*nc+lo:j*nc+hi], xb[src*nc+lo:src*nc+hi])
 				} else {
 					col := nk + src
 					for i := range yr {

@@ -148,6 +148,22 @@ func scaleGeneric[T Float](x []T, s T) {
 	}
 }
 
+func mulAddGeneric[T Float](dst, a, b []T) {
+	a, b = a[:len(dst)], b[:len(dst)]
+	for j := range dst {
+		dst[j] += a[j] * b[j]
+	}
+}
+
+// mambaMulAdd sets dst[j] += a[j]·b[j], vectorised for float32.
+func mambaMulAdd[T Float](dst, a, b []T) {
+	if d32, ok := any(dst).([]float32); ok {
+		mulAdd32(d32, any(a).([]float32), any(b).([]float32))
+		return
+	}
+	mulAddGeneric(dst, a, b)
+}
+
 func mulScaledGeneric[T Float](dst, a, b []T, s T) {
 	a, b = a[:len(dst)], b[:len(dst)]
 	for j := range dst {

@@ -21,4 +21,5 @@ func gradRow32(g, s, sp, c, b, dC, dB []float32, gp, f, decay float32) (v, gsum 
 }
 
 func sigmoid32(dst, src []float32, silu bool) { sigmoidGeneric(dst, src, silu) }
+func mulAdd32(dst, a, b []float32)            { mulAddGeneric(dst, a, b) }
 func gatedSiLU32(dst, x, z []float32)         { gatedSiLUGeneric(dst, x, z) }

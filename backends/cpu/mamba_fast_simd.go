@@ -63,6 +63,25 @@ func scale32(x []float32, s float32) {
 	}
 }
 
+// mulAdd32 sets dst[j] += a[j]·b[j] for j < len(dst).
+func mulAdd32(dst, a, b []float32) {
+	n := len(dst)
+	a, b = a[:n], b[:n]
+	pd, pa, pb := mp(dst), mp(a), mp(b)
+	i := 0
+	switch {
+	case mambaAVX512:
+		for ; i+16 <= n; i += 16 {
+			mst16(mld16(pa, i).MulAdd(mld16(pb, i), mld16(pd, i)), pd, i)
+		}
+	case mambaAVX2:
+		for ; i+8 <= n; i += 8 {
+			mst8(mld8(pa, i).MulAdd(mld8(pb, i), mld8(pd, i)), pd, i)
+		}
+	}
+	mulAddGeneric(dst[i:], a[i:], b[i:])
+}
+
 // mulScaled32 sets dst[j] = s·a[j]·b[j] for j < len(dst).
 func mulScaled32(dst, a, b []float32, s float32) {
 	n := len(dst)
