@@ -1,6 +1,7 @@
 package graph_test
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -120,4 +121,50 @@ func TestStateInPlace(t *testing.T) {
 			require.Equal(t, []float32{0, 0, 0, xv[b*C+c]}, window, "row %d channel %d of the bound state", b, c)
 		}
 	}
+}
+
+// TestReshapeTakesDeadBuffer: a reshape whose input nobody reads afterwards shares the input's
+// buffer (one allocation fewer, no copy); one whose input is read later gets its own; results
+// are the same either way.
+func TestReshapeTakesDeadBuffer(t *testing.T) {
+	inner, err := backends.New("cpu")
+	require.NoError(t, err)
+	build := func(readLater bool) *graph.Graph {
+		g := graph.New()
+		x := g.Input("x", shapes.Make(shapes.Float32, 2, 6))
+		e := ops.Exp(x)
+		r := ops.Reshape(e, 3, 4)
+		g.Output("r2", ops.Scale(r, 2))
+		if readLater {
+			g.Output("e1", ops.AddConst(e, 1))
+		}
+		return g
+	}
+	xv := []float32{0, 1, 2, 3, -1, -2, 0.5, 0.25, 4, -4, 1.5, 2.5}
+	counts := map[bool]int{}
+	for _, later := range []bool{false, true} {
+		g := build(later)
+		ac := &allocCounter{Backend: inner}
+		p, err := g.Compile(ac, nil)
+		require.NoError(t, err)
+		counts[later] = ac.n
+		for run := 0; run < 2; run++ {
+			require.NoError(t, p.SetInput("x", xv))
+			require.NoError(t, p.Run())
+			got := make([]float32, 12)
+			require.NoError(t, p.ReadOutput("r2", got))
+			for i, v := range xv {
+				require.InDelta(t, 2*math.Exp(float64(v)), got[i], 1e-5, "later=%v r2[%d]", later, i)
+			}
+			if later {
+				require.NoError(t, p.ReadOutput("e1", got))
+				for i, v := range xv {
+					require.InDelta(t, math.Exp(float64(v))+1, got[i], 1e-5, "e1[%d]", i)
+				}
+			}
+		}
+		require.NoError(t, p.Close())
+	}
+	// With e read later the reshape needs its own buffer, and e1 one more.
+	require.Equal(t, counts[false]+2, counts[true])
 }

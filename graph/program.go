@@ -205,6 +205,7 @@ func (g *Graph) Compile(be backends.Backend, w *Weights) (*Program, error) {
 		n  int
 	}
 	free := map[key][]backends.Buffer{}
+	given := map[*Node]bool{} // inputs whose buffer an output of their last step took over
 	for si, app := range sched {
 		st := step{app: app, inRef: app.inputs, outRef: app.outputs}
 		inShapes := make([]shapes.Shape, len(app.inputs))
@@ -239,6 +240,13 @@ func (g *Graph) Compile(be backends.Backend, w *Weights) (*Program, error) {
 					}
 				}
 			}
+			// An output the kernel can write over one of its inputs takes that input's buffer
+			// when this step is the input's last use (a Reshape then copies nothing).
+			if n := overwritable(k, j, app, si, lastUse, pin); n != nil && n.shape.DType == o.shape.DType && n.shape.Size() == o.shape.Size() && !given[n] {
+				given[n] = true
+				p.bufOf[o] = p.bufOf[n]
+				continue
+			}
 			kk := key{o.shape.DType, o.shape.Size()}
 			var buf backends.Buffer
 			if l := free[kk]; len(l) > 0 && !pin[o] {
@@ -253,7 +261,7 @@ func (g *Graph) Compile(be backends.Backend, w *Weights) (*Program, error) {
 		}
 		// Release inputs whose last use is this step and outputs nobody reads.
 		release := func(n *Node) {
-			if n.app == nil || pin[n] {
+			if n.app == nil || pin[n] || given[n] {
 				return
 			}
 			kk := key{n.shape.DType, n.shape.Size()}
@@ -359,6 +367,30 @@ func eagerStates(g *Graph, sched []*application, lastUse map[*Node]int) map[*Nod
 		eager[w] = true
 	}
 	return eager
+}
+
+// overwritable returns the input whose buffer output j of app (kernel k, step si) may take: one
+// the kernel can write over (backends.InPlacer), computed by an earlier step, read once by app,
+// for the last time, and neither a graph output nor a state's value.
+func overwritable(k backends.Kernel, j int, app *application, si int, lastUse map[*Node]int, pin map[*Node]bool) *Node {
+	ip, ok := k.(backends.InPlacer)
+	if !ok {
+		return nil
+	}
+	i := ip.InPlace(j)
+	if i < 0 || i >= len(app.inputs) {
+		return nil
+	}
+	n := app.inputs[i]
+	if n.app == nil || pin[n] || lastUse[n] != si {
+		return nil
+	}
+	for x, in := range app.inputs {
+		if in == n && x != i {
+			return nil // read twice by the kernel: writing over it would change the other read
+		}
+	}
+	return n
 }
 
 // buffers of reused shapes carry the shape of their first user; kernels see only the data.
