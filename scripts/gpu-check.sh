@@ -9,9 +9,10 @@
 #   3. go build ./...;
 #   4. go test ./backends/cuda/... -v -count=1 (compliance suite, gradient checks, golden parity,
 #      residency and allocation tests on the GPU; the CPU emulator test is skipped with -short);
-#   5. parity through the CLI: `mamba2 logits` on the tiny golden case, cuda against cpu;
+#   5. parity through the CLI: `mamba2 logits` on the tiny golden case, cuda against cpu, with
+#      float32 weights and with --weights bf16 and int8;
 #   6. `mamba2 init` of the 130m shape and `mamba2 bench --backend cuda --json` at batch 1 and 32,
-#      when those commands exist;
+#      with --weights f32, bf16 and int8, when those commands exist;
 #   7. the modules' PTX (for shipping in backends/cuda/ptx), when NVRTC is present.
 #
 # Everything goes to ${OUT:-/tmp}: gpu-report.txt (short), gpu-check-logs/ (full logs), cpu and
@@ -141,6 +142,19 @@ if run build-cli 600 go build "${OVERLAY[@]}" -o "$BIN" ./cmd/mamba2; then
 		FAILED+=(cli-parity)
 		tail -3 "$LOGS/logits-cuda.log" | tee -a "$REPORT"
 	fi
+	# Quantized weights (QuantGather, QuantMatMul): cuda against cpu with the same --weights.
+	for w in bf16 int8; do
+		ok=1
+		run "logits-cpu-$w" 300 "$BIN" logits --backend cpu --weights "$w" --model "$TINY" --input "$TINY/case.safetensors" --out "$OUT/cpu-$w.safetensors" || ok=0
+		run "logits-cuda-$w" 300 "$BIN" logits --backend cuda --weights "$w" --model "$TINY" --input "$TINY/case.safetensors" --out "$OUT/cuda-$w.safetensors" || ok=0
+		if [ $ok = 1 ] && MAMBA2_CUDA_COMPARE_A="$OUT/cuda-$w.safetensors" MAMBA2_CUDA_COMPARE_B="$OUT/cpu-$w.safetensors" \
+			run "compare-$w" 300 go test ./backends/cuda -run '^TestCompareFiles$' -v -count=1; then
+			grep -E 'max \|a − b\|' "$LOGS/compare-$w.log" | sed "s/^ *cuda_test.go:[0-9]*: /  $w: /" | tee -a "$REPORT" || true
+		else
+			FAILED+=("cli-parity-$w")
+			tail -3 "$LOGS/logits-cuda-$w.log" | tee -a "$REPORT"
+		fi
+	done
 else
 	FAILED+=(cli-parity)
 fi
@@ -154,12 +168,14 @@ elif [ ! -x "$BIN" ] || ! "$BIN" bench --help >/dev/null 2>&1 || ! "$BIN" init -
 else
 	M130=${M130:-/tmp/m130}
 	if [ -f "$M130/config.json" ] || run init-130m 300 "$BIN" init --config testdata/configs/mamba2-130m.json --out "$M130"; then
-		for b in 1 32; do
-			if run "bench-b$b" 400 "$BIN" bench --model "$M130" --backend cuda --json --batch "$b"; then
-				say "  batch $b: $(grep -m1 '^{' "$LOGS/bench-b$b.log")"
-			else
-				tail -3 "$LOGS/bench-b$b.log" | tee -a "$REPORT"
-			fi
+		for w in f32 bf16 int8; do
+			for b in 1 32; do
+				if run "bench-$w-b$b" 400 "$BIN" bench --model "$M130" --backend cuda --json --batch "$b" --weights "$w"; then
+					say "  $w batch $b: $(grep -m1 '^{' "$LOGS/bench-$w-b$b.log")"
+				else
+					tail -3 "$LOGS/bench-$w-b$b.log" | tee -a "$REPORT"
+				fi
+			done
 		done
 	fi
 fi

@@ -373,18 +373,27 @@ func (b *Backend) Free(x backends.Buffer) error {
 }
 
 // hostBytes checks that host is a slice of s's element type and length and returns its memory
-// ([]uint16 for bfloat16 and float16 bits, []int8 for int8: buffers of these storage dtypes move
-// between host and device, although no CUDA kernel reads them yet).
+// ([]uint16 for bfloat16 and float16 bits, []int8 for int8: the storage dtypes of quantized
+// weights, which the quant.cu kernels read on the device).
 func hostBytes(host any, s shapes.Shape) (unsafe.Pointer, error) {
 	n := s.Size()
 	p, got, dt, ok := hostSlice(host, s.DType)
 	if !ok {
-		return nil, fmt.Errorf("cuda: host data %T for a %s tensor (want a []%s of %d elements)", host, s, s.DType, n)
+		return nil, fmt.Errorf("cuda: host data %T for a %s tensor (want a %s of %d elements)", host, s, hostType(s.DType), n)
 	}
 	if dt != s.DType || got != n {
-		return nil, fmt.Errorf("cuda: host data []%s of %d elements for a %s tensor (want []%s of %d)", dt, got, s, s.DType, n)
+		return nil, fmt.Errorf("cuda: host data %T of %d elements for a %s tensor (want a %s of %d)", host, got, s, hostType(s.DType), n)
 	}
 	return p, nil
+}
+
+// hostType names the Go slice type that holds a dtype's elements on the host, for errors.
+func hostType(dt shapes.DType) string {
+	switch dt {
+	case shapes.BFloat16, shapes.Float16:
+		return "[]uint16 (" + dt.String() + " bits)"
+	}
+	return "[]" + dt.String()
 }
 
 // hostSlice returns the first element, length and dtype of a host slice; a []uint16 holds the
@@ -457,10 +466,10 @@ func (b *Backend) WriteRange(dst backends.Buffer, offset int, src any) error {
 	n := cb.shape.Size()
 	p, got, dt, ok := hostSlice(src, cb.shape.DType)
 	if !ok {
-		return fmt.Errorf("cuda: WriteRange of %T at offset %d into a %s tensor (want a []%s)", src, offset, cb.shape, cb.shape.DType)
+		return fmt.Errorf("cuda: WriteRange of %T at offset %d into a %s tensor (want a %s)", src, offset, cb.shape, hostType(cb.shape.DType))
 	}
 	if dt != cb.shape.DType {
-		return fmt.Errorf("cuda: WriteRange of []%s at offset %d into a %s tensor (want a []%s)", dt, offset, cb.shape, cb.shape.DType)
+		return fmt.Errorf("cuda: WriteRange of %T at offset %d into a %s tensor (want a %s)", src, offset, cb.shape, hostType(cb.shape.DType))
 	}
 	if offset < 0 || offset > n || got > n-offset {
 		return fmt.Errorf("cuda: WriteRange of elements [%d, %d) is outside a %s tensor of %d elements", offset, offset+got, cb.shape, n)

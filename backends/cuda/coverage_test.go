@@ -5,6 +5,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -14,10 +15,10 @@ import (
 	"github.com/mamba2go/mamba2/shapes"
 )
 
-// cpuOnlyOps have a cpu kernel and, knowingly, no CUDA kernel yet: the quantized-weight ops
-// (bfloat16, float16 and int8 weights for CPU decode). Compile refuses them with an error wrapping
-// backends.ErrUnsupported that names the op (TestCompileCPUOnlyOps).
-var cpuOnlyOps = []string{"QuantGather", "QuantMatMul"}
+// cpuOnlyOps would list ops that have a cpu kernel and, knowingly, no CUDA kernel yet; Compile
+// refuses such an op with an error wrapping backends.ErrUnsupported that names it
+// (TestCompileUnknownOp). Every cpu op has a CUDA kernel today.
+var cpuOnlyOps []string
 
 // TestKernelsCoverCPUOps fails when the cpu backend has a kernel this backend lacks: adding an op
 // means adding its CUDA kernel (or, knowingly, listing it in cpuOnlyOps).
@@ -39,26 +40,58 @@ func TestKernelsCoverCPUOps(t *testing.T) {
 			t.Errorf("cpuOnlyOps lists %s, which the cpu backend does not have", op)
 		}
 	}
+	for _, op := range []string{"QuantMatMul", "QuantGather"} {
+		if !slices.Contains(Ops(), op) {
+			t.Errorf("no cuda kernel for %s", op)
+		}
+	}
 }
 
-// TestCompileCPUOnlyOps: compiling an op without a CUDA kernel is an error wrapping
+// noKernelOp is an op no backend has a kernel for.
+type noKernelOp struct{}
+
+func (noKernelOp) Name() string { return "NoKernelOp" }
+
+// TestCompileUnknownOp: compiling an op without a CUDA kernel is an error wrapping
 // backends.ErrUnsupported that names the op, before any device is touched (so it is checked here
 // without a GPU).
-func TestCompileCPUOnlyOps(t *testing.T) {
+func TestCompileUnknownOp(t *testing.T) {
+	f32 := shapes.Make(shapes.Float32, 2)
+	k, err := (&Backend{}).Compile(noKernelOp{}, []shapes.Shape{f32}, []shapes.Shape{f32})
+	if err == nil || k != nil {
+		t.Fatalf("Compile NoKernelOp: kernel %v, error %v", k, err)
+	}
+	if !errors.Is(err, backends.ErrUnsupported) || !strings.Contains(err.Error(), "NoKernelOp") {
+		t.Errorf("Compile NoKernelOp: %v (want an error naming the op and wrapping ErrUnsupported)", err)
+	}
+}
+
+// TestCompileQuantBadShapes: the quantized kernels check their shapes with the op's own rule
+// before touching the device, and the error names the op and the dtype at fault.
+func TestCompileQuantBadShapes(t *testing.T) {
 	f32 := func(d ...int) shapes.Shape { return shapes.Make(shapes.Float32, d...) }
+	bf := func(d ...int) shapes.Shape { return shapes.Make(shapes.BFloat16, d...) }
 	for _, c := range []struct {
 		op      backends.Op
 		in, out []shapes.Shape
+		want    string
 	}{
-		{ops.QuantMatMulOp{}, []shapes.Shape{f32(2, 8), shapes.Make(shapes.BFloat16, 3, 8)}, []shapes.Shape{f32(2, 3)}},
-		{ops.QuantGatherOp{}, []shapes.Shape{shapes.Make(shapes.Int8, 5, 8), shapes.Make(shapes.Int64, 2), f32(5)}, []shapes.Shape{f32(2, 8)}},
+		{ops.QuantMatMulOp{}, []shapes.Shape{f32(2, 8), f32(3, 8)}, []shapes.Shape{f32(2, 3)}, "float32"},
+		{ops.QuantMatMulOp{}, []shapes.Shape{f32(2, 8), shapes.Make(shapes.Int8, 3, 8)}, []shapes.Shape{f32(2, 3)}, "int8"},
+		{ops.QuantMatMulOp{}, []shapes.Shape{f32(2, 8), bf(3, 8)}, []shapes.Shape{f32(2, 4)}, "float32[2,3]"},
+		{ops.QuantGatherOp{}, []shapes.Shape{shapes.Make(shapes.Float16, 5, 8), f32(2)}, []shapes.Shape{f32(2, 8)}, "int64"},
 	} {
 		k, err := (&Backend{}).Compile(c.op, c.in, c.out)
 		if err == nil || k != nil {
-			t.Fatalf("Compile %s: kernel %v, error %v", c.op.Name(), k, err)
+			t.Fatalf("Compile %s %v → %v: kernel %v, error %v", c.op.Name(), c.in, c.out, k, err)
 		}
-		if !errors.Is(err, backends.ErrUnsupported) || !strings.Contains(err.Error(), c.op.Name()) {
-			t.Errorf("Compile %s: %v (want an error naming the op and wrapping ErrUnsupported)", c.op.Name(), err)
+		if msg := err.Error(); !strings.Contains(msg, c.op.Name()) || !strings.Contains(msg, c.want) {
+			t.Errorf("Compile %s %v → %v: %v (want the op and %q named)", c.op.Name(), c.in, c.out, err, c.want)
+		}
+	}
+	for _, dt := range []shapes.DType{shapes.Float32, shapes.Int64} {
+		if _, err := quantSuffix(dt); err == nil || !errors.Is(err, backends.ErrUnsupported) || !strings.Contains(err.Error(), dt.String()) {
+			t.Errorf("quantSuffix(%s): %v", dt, err)
 		}
 	}
 }
@@ -134,5 +167,52 @@ func TestCollapse(t *testing.T) {
 	}
 	if _, _, err := ssdLayout(1024, 1024); err == nil {
 		t.Errorf("ssdLayout(1024,1024) should be unsupported")
+	}
+}
+
+// TestHostBytesStorageDTypes checks, without a GPU, the host slices that Write, Read and
+// WriteRange accept for the storage dtypes of quantized weights, and that a mismatch names the
+// slice type the tensor wants.
+func TestHostBytesStorageDTypes(t *testing.T) {
+	for _, c := range []struct {
+		s       shapes.Shape
+		host    any
+		wantErr string // "" when accepted
+	}{
+		{shapes.Make(shapes.BFloat16, 2, 3), make([]uint16, 6), ""},
+		{shapes.Make(shapes.Float16, 6), make([]uint16, 6), ""},
+		{shapes.Make(shapes.Int8, 4), make([]int8, 4), ""},
+		{shapes.Make(shapes.BFloat16, 2, 3), make([]float32, 6), "[]uint16 (bfloat16 bits) of 6"},
+		{shapes.Make(shapes.Float16, 6), make([]uint16, 5), "[]uint16 (float16 bits) of 6"},
+		{shapes.Make(shapes.Int8, 4), make([]int8, 3), "want a []int8 of 4"},
+		{shapes.Make(shapes.Int8, 4), make([]uint16, 4), "want a []int8 of 4"},
+		{shapes.Make(shapes.Float32, 4), make([]uint16, 4), "host data []uint16 of 4"},
+		{shapes.Make(shapes.Int8, 4), "no", "want a []int8 of 4"},
+	} {
+		_, err := hostBytes(c.host, c.s)
+		switch {
+		case c.wantErr == "" && err != nil:
+			t.Errorf("%T for %s: %v", c.host, c.s, err)
+		case c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)):
+			t.Errorf("%T for %s: error %v, want one saying %q", c.host, c.s, err, c.wantErr)
+		}
+	}
+}
+
+// TestQuantConstantsMatchKernels: the Go side launches quant_matvec for up to quantMatVecRows
+// rows of x with blocks of quantMatVecThreads; the kernel's arrays are sized by QMV_MAXM and
+// QMV_THREADS, so the two must agree.
+func TestQuantConstantsMatchKernels(t *testing.T) {
+	src, err := kernelFS.ReadFile("kernels/quant.cu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]int{"QMV_MAXM": quantMatVecRows, "QMV_THREADS": quantMatVecThreads} {
+		m := regexp.MustCompile(`#define ` + name + ` (\d+)`).FindSubmatch(src)
+		if m == nil {
+			t.Errorf("quant.cu does not #define %s", name)
+		} else if string(m[1]) != strconv.Itoa(want) {
+			t.Errorf("quant.cu defines %s %s, the Go side uses %d", name, m[1], want)
+		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/mamba2go/mamba2/graph"
 	"github.com/mamba2go/mamba2/models/mamba2"
 	"github.com/mamba2go/mamba2/ops"
+	"github.com/mamba2go/mamba2/quant"
 	"github.com/mamba2go/mamba2/safetensors"
 	"github.com/mamba2go/mamba2/shapes"
 	"gorgonia.org/tensor"
@@ -101,10 +102,9 @@ func TestRegistered(t *testing.T) {
 }
 
 // Tolerances against the float64 references: kernels that sum in a different order than the CPU
-// backend (cuBLAS, the SSD recurrence, atomics) get a little more room in float32. The quantized
-// ops have no CUDA kernels yet (cpuOnlyOps in coverage_test.go): Compile reports
-// backends.ErrUnsupported for them.
-var suiteOptions = backendtest.Options{Tol32: 2e-5, Tol64: 1e-11, Skip: []string{"QuantGather", "QuantMatMul"}}
+// backend (cuBLAS, the SSD recurrence, atomics) get a little more room in float32. No op is
+// skipped: every op has a CUDA kernel, the quantized ones included.
+var suiteOptions = backendtest.Options{Tol32: 2e-5, Tol64: 1e-11}
 
 func TestCompliance(t *testing.T) {
 	be := device(t)
@@ -210,6 +210,7 @@ func TestGoldenParity(t *testing.T) {
 	be := device(t)
 	cpuBe := cpu.New(0)
 	defer cpuBe.Close()
+	testQuantizedParity(t, be, cpuBe)
 	for _, name := range []string{"tiny", "groups"} {
 		t.Run(name, func(t *testing.T) {
 			f, err := safetensors.Open(filepath.Join(caseDir(name), "case.safetensors"))
@@ -305,6 +306,106 @@ func TestGoldenParity(t *testing.T) {
 	}
 }
 
+// TestGoldenParity's quantized cases: the tiny model with its large matrices in bfloat16,
+// float16 or int8 (QuantGather for the embeddings, QuantMatMul with many rows of x for the full
+// forward and the prefill, with one row per sequence for the steps), against the cpu backend
+// loading the same checkpoint with the same format.
+func testQuantizedParity(t *testing.T, be backends.Backend, cpuBe backends.Backend) {
+	const name = "tiny"
+	f, err := safetensors.Open(filepath.Join(caseDir(name), "case.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idsData, idsShape, err := f.Int64("input_ids")
+	if err != nil {
+		t.Fatal(err)
+	}
+	B, T := idsShape[0], idsShape[1]
+	for _, format := range []quant.Format{quant.BF16, quant.F16, quant.Int8} {
+		t.Run(name+"-"+format.String(), func(t *testing.T) {
+			load := func(b backends.Backend) *mamba2.Model {
+				m, err := mamba2.Load(b, caseDir(name), mamba2.Options{Weights: format})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { m.Close() })
+				if m.WeightFormat() != format {
+					t.Fatalf("loaded with weights %s, want %s", m.WeightFormat(), format)
+				}
+				return m
+			}
+			mg, mc := load(be), load(cpuBe)
+			full := func(m *mamba2.Model) []float32 {
+				s, err := m.NewSession(B)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.Close()
+				res, err := s.Feed(tensor.New(tensor.WithShape(B, T), tensor.WithBacking(append([]int64(nil), idsData...))))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return append([]float32(nil), res.Logits.Data().([]float32)...)
+			}
+			lc := full(mc)
+			d, err := maxDiff(tensor.New(tensor.WithShape(len(lc)), tensor.WithBacking(full(mg))), lc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("full forward logits (%d tokens): max |cuda − cpu| %.2e", B*T, d)
+			if !(d <= parityTol) {
+				t.Errorf("logits differ beyond %.0e", parityTol)
+			}
+
+			// Prefill then one token at a time, both backends in step.
+			P, K := T/2, T-T/2
+			rows := func(lo, hi int) [][]int {
+				r := make([][]int, B)
+				for b := range r {
+					for j := lo; j < hi; j++ {
+						r[b] = append(r[b], int(idsData[b*T+j]))
+					}
+				}
+				return r
+			}
+			sg, err := mg.NewSession(B)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sg.Close()
+			sc, err := mc.NewSession(B)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sc.Close()
+			worst := 0.0
+			for i := -1; i < K; i++ {
+				lo, hi := P+i, P+i+1
+				if i < 0 {
+					lo, hi = 0, P
+				}
+				rg, err := sg.FeedTokens(rows(lo, hi))
+				if err != nil {
+					t.Fatal(err)
+				}
+				rc, err := sc.FeedTokens(rows(lo, hi))
+				if err != nil {
+					t.Fatal(err)
+				}
+				d, err := maxDiff(rg.Logits, rc.Logits.Data().([]float32))
+				if err != nil {
+					t.Fatal(err)
+				}
+				worst = math.Max(worst, d)
+			}
+			t.Logf("prefill %d + %d steps: max |cuda − cpu| %.2e", P, K, worst)
+			if !(worst <= parityTol) {
+				t.Errorf("prefill and step logits differ beyond %.0e", parityTol)
+			}
+		})
+	}
+}
+
 var writePTX = flag.String("write-ptx", "", "TestWritePTX: directory to write the modules' PTX into (backends/cuda/ptx to ship them)")
 
 // TestWritePTX regenerates the shipped PTX (only with -args -write-ptx=DIR, on a machine with NVRTC).
@@ -386,34 +487,38 @@ func TestCompareFiles(t *testing.T) {
 }
 
 // TestStepLoopDoesNotAllocate: the decode path (upload tokens, run, read logits) stays
-// allocation-free across garbage collections.
+// allocation-free across garbage collections, with float32 and with quantized weights.
 func TestStepLoopDoesNotAllocate(t *testing.T) {
 	be := device(t)
-	m, err := mamba2.Load(be, caseDir("tiny"), mamba2.Options{DType: shapes.Float32})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	s, err := m.NewSession(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	tokens := []int64{3, 5}
-	logits := make([]float32, 2*m.Config.VocabSize)
-	step := func() {
-		if err := s.Step(tokens, logits); err != nil {
-			t.Fatal(err)
-		}
-	}
-	step()
-	var total float64
-	for i := 0; i < 3; i++ {
-		runtime.GC()
-		total += testing.AllocsPerRun(10, step)
-	}
-	if total > 0 {
-		t.Errorf("Session.Step allocates (%v per step over three GC cycles)", total/3)
+	for _, format := range []quant.Format{quant.F32, quant.BF16, quant.Int8} {
+		t.Run(format.String(), func(t *testing.T) {
+			m, err := mamba2.Load(be, caseDir("tiny"), mamba2.Options{DType: shapes.Float32, Weights: format})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			s, err := m.NewSession(2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			tokens := []int64{3, 5}
+			logits := make([]float32, 2*m.Config.VocabSize)
+			step := func() {
+				if err := s.Step(tokens, logits); err != nil {
+					t.Fatal(err)
+				}
+			}
+			step()
+			var total float64
+			for i := 0; i < 3; i++ {
+				runtime.GC()
+				total += testing.AllocsPerRun(10, step)
+			}
+			if total > 0 {
+				t.Errorf("Session.Step allocates (%v per step over three GC cycles)", total/3)
+			}
+		})
 	}
 }
 

@@ -58,29 +58,35 @@
 // runs and steps. Only Write (inputs) and Read (requested outputs) cross to the host, and both are
 // synchronous copies ordered after the kernels queued before them. Kernels own small device
 // scratch areas (SSDGrad's state checkpoints, norm-gradient partial sums, batched-GEMM pointer
-// arrays, error records) allocated at Compile; they are freed by the kernel's Close method (which
-// the Backend interface does not require) or by the backend's Close.
+// arrays, error records, QuantMatMul's float32 panels of a quantized weight, at most 16 MiB each)
+// allocated at Compile; they are freed by the kernel's Close method (which the Backend interface
+// does not require) or by the backend's Close.
 //
 // # Kernels
 //
 // Every op the cpu backend has is implemented here with the same semantics (a test keeps the two
 // lists equal). The kernels are CUDA C in kernels/*.cu (embedded with go:embed), one module per
 // file plus a shared prelude, in float32 and float64 variants (layout kernels in 4- and 8-byte
-// element variants, which also move int64). A module is compiled with NVRTC for the device's
-// architecture (a cubin for sm_XY, else PTX for compute_XY, else PTX for an older virtual
-// architecture the driver JIT-compiles) the first time a kernel from it is needed, once per
-// backend, and the compiled image is cached on disk under os.UserCacheDir()/mamba2-cuda
-// ($MAMBA2_CUDA_CACHE moves it or turns it off). Without NVRTC, PTX shipped in ptx/ is used when
-// its recorded source hash matches (see TestWritePTX).
+// element variants, which also move int64; the quantized-weight kernels of quant.cu in bfloat16,
+// float16 and int8 variants, which widen the weight to float32 as they read it). A module is
+// compiled with NVRTC for the device's architecture (a cubin for sm_XY, else PTX for compute_XY,
+// else PTX for an older virtual architecture the driver JIT-compiles) the first time a kernel
+// from it is needed, once per backend, and the compiled image is cached on disk under
+// os.UserCacheDir()/mamba2-cuda ($MAMBA2_CUDA_CACHE moves it or turns it off). Without NVRTC,
+// PTX shipped in ptx/ is used when its recorded source hash matches (see TestWritePTX).
 //
 // Element-wise ops take broadcasting strides as kernel arguments (axes merged first); sums,
 // softmax, cross-entropy and the norms reduce in double with one block per row; transcendental
 // functions are evaluated in double and rounded once. MatMul goes to cuBLAS with the row-major
 // trick (row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ): shared-weight batches are folded into one
-// GEMM, single rows become GEMV (decoding), other batches use gemmBatched. The SSD scan is the
-// straightforward recurrence (one block per batch row and head, each thread keeping up to 32
-// state elements in registers, tokens in order); SSDStep is the same kernel over one token; the
-// chunk size is accepted and ignored (the result is the same). SSDGrad reverses the recurrence
+// GEMM, single rows become GEMV (decoding), other batches use gemmBatched. QuantMatMul reads a
+// bfloat16, float16 or int8 weight in place for up to 8 rows of x (decoding: a mat-vec kernel,
+// each weight row read once with 16-byte loads, float32 sums) and, for more rows, widens it panel
+// by panel into float32 scratch for cublasSgemm (without cuBLAS, a tiled GEMM kernel widens it
+// tile by tile); QuantGather widens the gathered rows. The SSD scan is the straightforward
+// recurrence (one block per batch row and head, each thread keeping up to 32 state elements in
+// registers, tokens in order); SSDStep is the same kernel over one token; the chunk size is
+// accepted and ignored (the result is the same). SSDGrad reverses the recurrence
 // exactly with √T-spaced state checkpoints, like the cpu backend; its dB/dC sums use atomics,
 // so their last bits vary between runs.
 //

@@ -46,8 +46,8 @@ func TestEmulator(t *testing.T) {
 		env           []string
 		wantRun       bool
 	}{
-		{"cublas", "^(TestCompliance|TestGrad|TestGoldenParity|TestRunDoesNotAllocate|TestHostTransfersDoNotAllocate|TestStepLoopDoesNotAllocate|TestConcurrentPrograms|TestMatMulPathsMatchCPU|TestResidentState)$", nil, true},
-		{"builtin-gemm", "^(TestCompliance|TestGrad|TestGoldenParity|TestMatMulPathsMatchCPU)$/^(MatMul|tiny|groups|\\[)", []string{cuda.EnvLibCUBLAS + "=off"}, true},
+		{"cublas", "^(TestCompliance|TestGrad|TestGoldenParity|TestRunDoesNotAllocate|TestHostTransfersDoNotAllocate|TestStepLoopDoesNotAllocate|TestConcurrentPrograms|TestMatMulPathsMatchCPU|TestQuantMatMulPathsMatchCPU|TestQuantWidening|TestStorageWriteRange|TestResidentState)$", nil, true},
+		{"builtin-gemm", "^(TestCompliance|TestGrad|TestGoldenParity|TestMatMulPathsMatchCPU|TestQuantMatMulPathsMatchCPU)$/^(MatMul|QuantMatMul|tiny|groups|\\[)", []string{cuda.EnvLibCUBLAS + "=off"}, true},
 		{"no-driver", "^TestUnavailable$", []string{cuda.EnvLibCUDA + "=/nonexistent/libcuda.so.1"}, false},
 		{"no-nvrtc", "^TestUnavailable$", []string{cuda.EnvLibNVRTC + "=off"}, false},
 	}

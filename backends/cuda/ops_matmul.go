@@ -37,6 +37,7 @@ const (
 )
 
 type gemmStep struct {
+	a, b, c          ref // the row-major operands of C = op(A)·op(B)
 	mode             gemmMode
 	fn               uintptr
 	opFirst, opSec   uintptr // transpose flags of the first (B) and second (A) cuBLAS operands
@@ -102,7 +103,7 @@ func compileMatMul(k *kernel, op backends.Op, in, out []shapes.Shape) error {
 		return k.launch3(matmulCU, "gemm_"+sfx, [3]int{tiles(n), tiles(m), max(1, min(batch, 65535))}, [3]int{16, 16, 1}, a)
 	}
 
-	g := &gemmStep{esz: dt.Size(), f64: dt == shapes.Float64, batch: batch, cStride: m * n}
+	g := &gemmStep{a: inRef(0), b: inRef(1), c: outRef(0), esz: dt.Size(), f64: dt == shapes.Float64, batch: batch, cStride: m * n}
 	g.alpha32, g.beta32, g.alpha64, g.beta64 = 1, 0, 1, 0
 	g.aOff, g.bOff = make([]int, batch), make([]int, batch)
 	sharedB, contigA := true, true
@@ -192,7 +193,7 @@ func (g *gemmStep) alphaBeta() (uintptr, uintptr) {
 
 // run issues the cuBLAS call; the kernel's thread is bound to the context.
 func (g *gemmStep) run(k *kernel) error {
-	A, B, C := k.inPtr[0], k.inPtr[1], k.outPtr[0]
+	A, B, C := k.resolve(g.a), k.resolve(g.b), k.resolve(g.c)
 	be := k.be
 	c := &g.call
 	if g.mode == gemmBatched && (A != g.lastA || B != g.lastB || C != g.lc) {

@@ -215,3 +215,5 @@ static inline unsigned long long atomicCAS(unsigned long long* a, unsigned long 
 }
 static inline double __longlong_as_double(long long v) { double d; memcpy(&d, &v, 8); return d; }
 static inline long long __double_as_longlong(double v) { long long d; memcpy(&d, &v, 8); return d; }
+static inline float __uint_as_float(unsigned v) { float f; memcpy(&f, &v, 4); return f; }
+static inline unsigned __float_as_uint(float v) { unsigned u; memcpy(&u, &v, 4); return u; }
