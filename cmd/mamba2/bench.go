@@ -45,7 +45,7 @@ type benchReport struct {
 }
 
 func runBench(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", "--model DIR [--prompt 512] [--gen 64] [--threads 2] [--batch 1] [--json]", stdout)
+	fs := newFlags("bench", "--model DIR [--prompt 512] [--gen 64] [--threads 2] [--batch 1] [--weights f32|bf16|f16|int8] [--json]", stdout)
 	model := fs.String("model", "", "checkpoint directory (e.g. one written by mamba2 init)")
 	prompt := fs.Int("prompt", 512, "prompt length (tokens prefilled in one call)")
 	gen := fs.Int("gen", 64, "number of Step calls (decoded tokens per row)")
