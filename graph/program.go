@@ -171,8 +171,9 @@ func (g *Graph) Compile(be backends.Backend, w *Weights) (*Program, error) {
 		}
 	}
 
-	// A state write may share the state's buffer when its kernel can write over the state it
-	// reads (backends.InPlacer) and nothing else reads the state's start-of-run value.
+	// An output may share the buffer of an input its kernel can write over (backends.InPlacer)
+	// when nothing else reads that input: a state's new value then stays in the state's buffer,
+	// and a Reshape copies nothing. readUses counts every read of a value.
 	readUses := map[*Node]int{}
 	for _, app := range sched {
 		for _, in := range app.inputs {
@@ -230,22 +231,19 @@ func (g *Graph) Compile(be backends.Backend, w *Weights) (*Program, error) {
 		}
 		st.kernel = k
 		for j, o := range app.outputs {
-			if bs := stateOfWrite[o]; bs != nil && readUses[bs.read] == 1 {
-				if ip, ok := k.(backends.InPlacer); ok {
-					if i := ip.InPlace(j); i >= 0 && i < len(app.inputs) && app.inputs[i] == bs.read {
-						bs.inPlace = true
-						pin[o] = true // the state's own buffer: never back to the free lists
-						p.bufOf[o] = bs.buf
-						continue
-					}
+			if n := overwrittenInput(k, j, app); n != nil && readUses[n] == 1 {
+				if bs := stateOfWrite[o]; bs != nil && n == bs.read {
+					bs.inPlace = true
+					pin[o] = true // the state's own buffer: never back to the free lists
+					p.bufOf[o] = bs.buf
+					continue
 				}
-			}
-			// An output the kernel can write over one of its inputs takes that input's buffer
-			// when this step is the input's last use (a Reshape then copies nothing).
-			if n := overwritable(k, j, app, si, lastUse, pin); n != nil && n.shape.DType == o.shape.DType && n.shape.Size() == o.shape.Size() && !given[n] {
-				given[n] = true
-				p.bufOf[o] = p.bufOf[n]
-				continue
+				// An intermediate value (not a graph output or a state's value) read only here.
+				if n.app != nil && !pin[n] && !given[n] && n.shape.DType == o.shape.DType && n.shape.Size() == o.shape.Size() {
+					given[n] = true
+					p.bufOf[o] = p.bufOf[n]
+					continue
+				}
 			}
 			kk := key{o.shape.DType, o.shape.Size()}
 			var buf backends.Buffer
@@ -369,28 +367,17 @@ func eagerStates(g *Graph, sched []*application, lastUse map[*Node]int) map[*Nod
 	return eager
 }
 
-// overwritable returns the input whose buffer output j of app (kernel k, step si) may take: one
-// the kernel can write over (backends.InPlacer), computed by an earlier step, read once by app,
-// for the last time, and neither a graph output nor a state's value.
-func overwritable(k backends.Kernel, j int, app *application, si int, lastUse map[*Node]int, pin map[*Node]bool) *Node {
+// overwrittenInput returns the input that output j of app's kernel k can be written over
+// (backends.InPlacer), or nil.
+func overwrittenInput(k backends.Kernel, j int, app *application) *Node {
 	ip, ok := k.(backends.InPlacer)
 	if !ok {
 		return nil
 	}
-	i := ip.InPlace(j)
-	if i < 0 || i >= len(app.inputs) {
-		return nil
+	if i := ip.InPlace(j); i >= 0 && i < len(app.inputs) {
+		return app.inputs[i]
 	}
-	n := app.inputs[i]
-	if n.app == nil || pin[n] || lastUse[n] != si {
-		return nil
-	}
-	for x, in := range app.inputs {
-		if in == n && x != i {
-			return nil // read twice by the kernel: writing over it would change the other read
-		}
-	}
-	return n
+	return nil
 }
 
 // buffers of reused shapes carry the shape of their first user; kernels see only the data.

@@ -61,6 +61,24 @@ func NumOutputs(op Op) int {
 	return 1
 }
 
+// CheckOutputs checks the output shapes a backend is asked to compile op for against the op's
+// own rule (Infer), so that no kernel is built for shapes the graph would have refused.
+func CheckOutputs(op Op, in, out []shapes.Shape) error {
+	want, err := op.Infer(in)
+	if err != nil {
+		return err
+	}
+	if len(out) != len(want) {
+		return fmt.Errorf("%d outputs, the op has %d", len(out), len(want))
+	}
+	for i := range want {
+		if !out[i].Equal(want[i]) {
+			return fmt.Errorf("outputs %v, the inputs give %v", out, want)
+		}
+	}
+	return nil
+}
+
 // ErrNoGradient is returned by VJP for ops that have no gradient (backward kernels, integer ops).
 var ErrNoGradient = errors.New("op has no gradient")
 

@@ -15,6 +15,7 @@ package quant
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/mamba2go/mamba2/shapes"
@@ -94,24 +95,39 @@ func (f Format) DType() shapes.DType {
 // Quantize encodes a row-major float32 matrix with rows of k elements in format f and returns
 // the host slice to upload as a tensor of dtype f.DType() ([]float32, []uint16 or []int8) and,
 // for Int8 only, the per-row scales (the second tensor QuantMatMul and QuantGather take). F32
-// returns src itself, not a copy.
+// returns src itself, not a copy. The results are new slices; an Encoder reuses its own.
 func (f Format) Quantize(src []float32, k int) (data any, scale []float32, err error) {
+	var e Encoder
+	return e.Encode(f, src, k)
+}
+
+// Encoder is Quantize for a caller that encodes many chunks in turn, such as a loader streaming
+// a checkpoint: its results live in slices it keeps and reuses, valid until the next Encode.
+// The zero value is ready to use.
+type Encoder struct {
+	u16   []uint16
+	i8    []int8
+	scale []float32
+}
+
+// Encode is Format.Quantize into e's slices.
+func (e *Encoder) Encode(f Format, src []float32, k int) (data any, scale []float32, err error) {
 	switch f {
 	case F32:
 		return src, nil, nil
 	case BF16:
-		d := make([]uint16, len(src))
-		return d, nil, BF16FromFloat32(d, src)
+		e.u16 = slices.Grow(e.u16[:0], len(src))[:len(src)]
+		return e.u16, nil, BF16FromFloat32(e.u16, src)
 	case F16:
-		d := make([]uint16, len(src))
-		return d, nil, F16FromFloat32(d, src)
+		e.u16 = slices.Grow(e.u16[:0], len(src))[:len(src)]
+		return e.u16, nil, F16FromFloat32(e.u16, src)
 	case Int8:
 		if k <= 0 || len(src)%k != 0 {
 			return nil, nil, fmt.Errorf("quant: Quantize int8: %d values are not whole rows of %d", len(src), k)
 		}
-		d := make([]int8, len(src))
-		s := make([]float32, len(src)/k)
-		return d, s, Int8Rows(d, s, src, k)
+		e.i8 = slices.Grow(e.i8[:0], len(src))[:len(src)]
+		e.scale = slices.Grow(e.scale[:0], len(src)/k)[:len(src)/k]
+		return e.i8, e.scale, Int8Rows(e.i8, e.scale, src, k)
 	}
 	return nil, nil, fmt.Errorf("quant: Quantize: unknown format %v", f)
 }

@@ -60,25 +60,12 @@ type quantMatMulKernel struct {
 	wg              sync.WaitGroup
 }
 
-// inferQuant checks the shapes a quantised kernel is compiled for against the op's own rule,
-// so that a kernel never runs on shapes the graph would have refused.
-func inferQuant(op ops.Op, in, out []shapes.Shape) error {
-	want, err := op.Infer(in)
-	if err != nil {
-		return err
-	}
-	if len(out) != 1 || !out[0].Equal(want[0]) {
-		return fmt.Errorf("outputs %v, the inputs give %s", out, want[0])
-	}
-	return nil
-}
-
 func compileQuantMatMul(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
 	o, ok := op.(ops.QuantMatMulOp)
 	if !ok {
 		return nil, fmt.Errorf("op %T is not ops.QuantMatMulOp", op)
 	}
-	if err := inferQuant(o, in, out); err != nil {
+	if err := ops.CheckOutputs(o, in, out); err != nil {
 		return nil, err
 	}
 	n, k := in[1].Dims[0], in[1].Dims[1]
@@ -212,7 +199,7 @@ func compileQuantGather(be *Backend, op backends.Op, in, out []shapes.Shape) (ba
 	if !ok {
 		return nil, fmt.Errorf("op %T is not ops.QuantGatherOp", op)
 	}
-	if err := inferQuant(o, in, out); err != nil {
+	if err := ops.CheckOutputs(o, in, out); err != nil {
 		return nil, err
 	}
 	g := &quantGatherKernel{sized: sizesOf(in, out), be: be, dt: in[0].DType,

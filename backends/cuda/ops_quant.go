@@ -57,19 +57,6 @@ func quantSuffix(dt shapes.DType) (string, error) {
 	return "", fmt.Errorf("weight dtype %s (want bfloat16, float16 or int8): %w", dt, backends.ErrUnsupported)
 }
 
-// checkQuantShapes checks the shapes a quantized kernel is compiled for against the op's own rule
-// (Infer), so that no kernel is built for shapes the graph would refuse.
-func checkQuantShapes(op ops.Op, in, out []shapes.Shape) error {
-	want, err := op.Infer(in)
-	if err != nil {
-		return err
-	}
-	if len(out) != 1 || !out[0].Equal(want[0]) {
-		return fmt.Errorf("outputs %v, the inputs give %s", out, want[0])
-	}
-	return nil
-}
-
 // scaleArg adds the scale parameter of a quant.cu kernel: input i for int8, else a null pointer.
 func scaleArg(a *args, dt shapes.DType, input int) *args {
 	if dt == shapes.Int8 {
@@ -83,7 +70,7 @@ func compileQuantMatMul(k *kernel, op backends.Op, in, out []shapes.Shape) error
 	if !ok {
 		return fmt.Errorf("op %T is not ops.QuantMatMulOp", op)
 	}
-	if err := checkQuantShapes(o, in, out); err != nil {
+	if err := ops.CheckOutputs(o, in, out); err != nil {
 		return err
 	}
 	dt := in[1].DType
@@ -140,7 +127,7 @@ func compileQuantGather(k *kernel, op backends.Op, in, out []shapes.Shape) error
 	if !ok {
 		return fmt.Errorf("op %T is not ops.QuantGatherOp", op)
 	}
-	if err := checkQuantShapes(o, in, out); err != nil {
+	if err := ops.CheckOutputs(o, in, out); err != nil {
 		return err
 	}
 	dt := in[0].DType

@@ -2,6 +2,7 @@ package mamba2
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/mamba2go/mamba2/backends"
 	"github.com/mamba2go/mamba2/graph"
@@ -23,9 +24,7 @@ type filler struct {
 	format  quant.Format         // the storage format of Quantizable weights
 	f32     []float32
 	f64     []float64
-	u16     []uint16
-	i8      []int8
-	scale   []float32
+	enc     quant.Encoder // the quantized formats' host slices
 }
 
 func newFiller(w *graph.Weights, dt shapes.DType, f quant.Format) *filler {
@@ -44,42 +43,68 @@ func newFiller(w *graph.Weights, dt shapes.DType, f quant.Format) *filler {
 // Quantizable weights of a model with a quantized format are stored in it: each chunk is encoded
 // on the host, and an int8 weight gets its per-row scales in ScaleName(name).
 func (fl *filler) fill(name string, dims []int, read func(dst []float32, offset int) error) error {
+	format, dt, label := quant.F32, fl.dtype, name
 	if fl.format != quant.F32 && Quantizable(name) {
-		return fl.fillQuant(name, dims, read)
+		format, dt, label = fl.format, fl.format.DType(), name+" as "+fl.format.String()
 	}
-	s := shapes.Make(fl.dtype, dims...)
+	s := shapes.Make(dt, dims...)
 	buf, err := fl.weights.Alloc(name, s)
 	if err != nil {
 		return fmt.Errorf("mamba2: %w", err)
 	}
-	n := s.Size()
+	k, n := rowLen(dims), s.Size()
+	var scaleBuf backends.Buffer
+	if format == quant.Int8 {
+		if scaleBuf, err = fl.weights.Alloc(ScaleName(name), shapes.Make(shapes.Float32, n/k)); err != nil {
+			return fmt.Errorf("mamba2: %w", err)
+		}
+	}
 	step := fl.step(n, dims)
 	for off := 0; off < n; off += step {
-		k := min(step, n-off)
-		fl.f32 = grow(fl.f32, k)
-		chunk := fl.f32[:k]
+		m := min(step, n-off)
+		fl.f32 = slices.Grow(fl.f32[:0], m)[:m]
+		chunk := fl.f32[:m]
 		if err := read(chunk, off); err != nil {
 			return err
 		}
-		var src any = chunk
-		if fl.dtype == shapes.Float64 {
-			fl.f64 = grow(fl.f64, k)
-			wide := fl.f64[:k]
-			for i, v := range chunk {
-				wide[i] = float64(v)
-			}
-			src = wide
+		data, scale, err := fl.encode(chunk, format, k)
+		if err == nil && scaleBuf != nil {
+			err = fl.write(scaleBuf, off/k, scale)
 		}
-		if fl.rw != nil {
-			err = fl.rw.WriteRange(buf, off, src)
-		} else {
-			err = fl.weights.Backend().Write(buf, src)
+		if err == nil {
+			err = fl.write(buf, off, data)
 		}
 		if err != nil {
-			return fmt.Errorf("mamba2: weight %s: %w", name, err)
+			return fmt.Errorf("mamba2: weight %s: %w", label, err)
 		}
 	}
 	return nil
+}
+
+// encode converts a chunk of whole rows of k elements to the host slice of format: the compute
+// type for quant.F32, else the format's encoding (and int8's scales). The slices are fl's, reused
+// by the next chunk.
+func (fl *filler) encode(chunk []float32, format quant.Format, k int) (data any, scale []float32, err error) {
+	if format != quant.F32 {
+		return fl.enc.Encode(format, chunk, k)
+	}
+	if fl.dtype != shapes.Float64 {
+		return chunk, nil, nil
+	}
+	fl.f64 = slices.Grow(fl.f64[:0], len(chunk))[:len(chunk)]
+	for i, v := range chunk {
+		fl.f64[i] = float64(v)
+	}
+	return fl.f64, nil, nil
+}
+
+// write copies src into buf from element off: a range write where the backend has one,
+// otherwise (each tensor then comes in one chunk) a whole Write.
+func (fl *filler) write(buf backends.Buffer, off int, src any) error {
+	if fl.rw != nil {
+		return fl.rw.WriteRange(buf, off, src)
+	}
+	return fl.weights.Backend().Write(buf, src)
 }
 
 // step returns the elements per chunk: whole rows, see fill.
@@ -96,73 +121,4 @@ func rowLen(dims []int) int {
 		return 1
 	}
 	return max(dims[len(dims)-1], 1)
-}
-
-// fillQuant is fill for a weight stored in fl.format: [rows, k] encoded row by row, plus float32
-// scales [rows] for int8.
-func (fl *filler) fillQuant(name string, dims []int, read func(dst []float32, offset int) error) error {
-	s := shapes.Make(fl.format.DType(), dims...)
-	buf, err := fl.weights.Alloc(name, s)
-	if err != nil {
-		return fmt.Errorf("mamba2: %w", err)
-	}
-	k := rowLen(dims)
-	n := s.Size()
-	var scaleBuf backends.Buffer
-	if fl.format == quant.Int8 {
-		if scaleBuf, err = fl.weights.Alloc(ScaleName(name), shapes.Make(shapes.Float32, n/k)); err != nil {
-			return fmt.Errorf("mamba2: %w", err)
-		}
-	}
-	be := fl.weights.Backend()
-	write := func(dst backends.Buffer, off int, src any) error {
-		if fl.rw != nil {
-			return fl.rw.WriteRange(dst, off, src)
-		}
-		return be.Write(dst, src)
-	}
-	step := fl.step(n, dims)
-	for off := 0; off < n; off += step {
-		m := min(step, n-off)
-		fl.f32 = grow(fl.f32, m)
-		chunk := fl.f32[:m]
-		if err := read(chunk, off); err != nil {
-			return err
-		}
-		var data any
-		switch fl.format {
-		case quant.BF16, quant.F16:
-			fl.u16 = grow(fl.u16, m)
-			data = fl.u16[:m]
-			if fl.format == quant.BF16 {
-				err = quant.BF16FromFloat32(fl.u16[:m], chunk)
-			} else {
-				err = quant.F16FromFloat32(fl.u16[:m], chunk)
-			}
-		case quant.Int8:
-			fl.i8 = grow(fl.i8, m)
-			fl.scale = grow(fl.scale, m/k)
-			data = fl.i8[:m]
-			if err = quant.Int8Rows(fl.i8[:m], fl.scale[:m/k], chunk, k); err == nil {
-				err = write(scaleBuf, off/k, fl.scale[:m/k])
-			}
-		default:
-			err = fmt.Errorf("unknown weight format %v", fl.format)
-		}
-		if err == nil {
-			err = write(buf, off, data)
-		}
-		if err != nil {
-			return fmt.Errorf("mamba2: weight %s as %s: %w", name, fl.format, err)
-		}
-	}
-	return nil
-}
-
-// grow returns s with room for n elements, reallocating only when it has too few.
-func grow[T any](s []T, n int) []T {
-	if cap(s) < n {
-		return make([]T, n)
-	}
-	return s[:n]
 }
