@@ -52,7 +52,10 @@ func noQuantGradient(op string, w Value) ([]Value, error) {
 // QuantMatMulOp multiplies float32 activations x [..., K] by a quantized weight w [N, K] in the
 // Hugging Face [out_features, in_features] layout: y [..., N] = x·dequant(w)ᵀ, accumulated in
 // float32. For int8 weights a third input scale [N] (float32) gives each row's scale:
-// dequant(w)[j, p] = scale[j]·w[j, p]. bfloat16 and float16 weights take no scale.
+// dequant(w)[j, p] = scale[j]·w[j, p], and x is first rounded to int16 per block of 32 values
+// along K (quant.Int16Blocks; quant.RoundInt16Blocks gives the values multiplied) so that
+// backends can multiply integers; that rounding is about 1.5e-5 of each block's largest value,
+// far below the weights' own. bfloat16 and float16 weights take no scale and use x as it is.
 type QuantMatMulOp struct{}
 
 // Name is "QuantMatMul".

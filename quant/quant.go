@@ -1,8 +1,10 @@
 // Package quant holds the weight encodings for inference: bfloat16 and float16 (16-bit floats,
 // widened to float32 when used) and int8 with one symmetric scale per row. Decoding a token is a
 // chain of matrix–vector products whose speed is the memory bandwidth divided by the bytes of the
-// weights, so storing them in 16 or 8 bits makes decode up to 2× or 4× faster; the products still
-// accumulate in float32 against float32 activations.
+// weights, so storing them in 16 or 8 bits makes decode up to 2× or 4× faster. Products with
+// 16-bit weights accumulate in float32 against float32 activations; products with int8 weights
+// round the activations to int16 per block of ActBlock values (Int16Blocks, an error far below
+// the weights' own), so that CPUs can multiply integers.
 //
 // This package is the one definition of each encoding: models convert their float32 weights on
 // the host with it, and the CPU kernels (backends/cpu/kernels) widen with it. It depends on
@@ -35,7 +37,8 @@ const (
 	// 2⁻¹¹ in the normal range, but magnitudes beyond 65504 become ±Inf.
 	F16
 	// Int8 stores round(w/scale) in [-127, 127] with scale = max|row|/127 per row: an absolute
-	// error of at most scale/2 per element.
+	// error of at most scale/2 per element. The activations a product multiplies with it are
+	// rounded to int16 per block of ActBlock values (Int16Blocks).
 	Int8
 )
 
@@ -324,6 +327,99 @@ func DequantizeInt8Rows(dst []float32, src []int8, scale []float32, k int) error
 		d := dst[r*k : r*k+k]
 		for p, v := range src[r*k : r*k+k] {
 			d[p] = s * float32(v)
+		}
+	}
+	return nil
+}
+
+// ActBlock is how many consecutive activations along K share one scale when they are rounded to
+// int16 for a product with int8 weights (Int16Blocks). 32 int16 values fill one AVX-512 register,
+// which VPDPWSSD multiplies with 32 weights in one instruction.
+const ActBlock = 32
+
+// ActBlocks returns how many ActBlock scales a row of k activations has: ⌈k/ActBlock⌉ (the last
+// block of a row may be shorter; blocks never span rows).
+func ActBlocks(k int) int { return (k + ActBlock - 1) / ActBlock }
+
+// Int16Blocks rounds activations to int16 the way products with int8 weights see them: each row
+// of k values of src is cut into blocks of ActBlock (the last one possibly shorter), and each
+// block b gets scale[b] = max|block|/32767 and dst = round(src/scale) to nearest, ties to even,
+// clamped to [-32767, 32767] — Int8Rows's rule with 32767 for 127, per block instead of per row.
+// The rounding error is at most scale/2, about 1.5e-5 of the block's largest magnitude: far below
+// the weights' own (int8, 1/254 of a row's largest), so int8 products keep float32 accuracy in the
+// activations while CPUs multiply integers (AVX-512 VNNI) and never widen a weight to float32.
+// scale has ActBlocks(k) entries per row.
+//
+// Activations may overflow where weights may not, so a block holding an Inf or NaN is not an
+// error: it gets scale NaN and zeros, which makes every product with it NaN, as it would be in
+// float32 (an Inf times the weights' mix of signs). Only sizes are errors.
+func Int16Blocks(dst []int16, scale []float32, src []float32, k int) error {
+	if k <= 0 || len(src)%k != 0 {
+		return fmt.Errorf("quant: Int16Blocks: %d values are not whole rows of %d", len(src), k)
+	}
+	if err := sameLen("Int16Blocks", len(dst), len(src)); err != nil {
+		return err
+	}
+	rows, nb := len(src)/k, ActBlocks(k)
+	if len(scale) != rows*nb {
+		return fmt.Errorf("quant: Int16Blocks: %d scales for %d rows of %d blocks", len(scale), rows, nb)
+	}
+	for r := 0; r < rows; r++ {
+		for b := 0; b < nb; b++ {
+			lo, hi := r*k+b*ActBlock, r*k+min(k, (b+1)*ActBlock)
+			scale[r*nb+b] = int16Block(dst[lo:hi], src[lo:hi])
+		}
+	}
+	return nil
+}
+
+// int16Block rounds one block and returns its scale (see Int16Blocks).
+func int16Block(q []int16, x []float32) float32 {
+	var amax float32
+	for _, v := range x {
+		amax = max(amax, math.Float32frombits(math.Float32bits(v)&0x7fffffff))
+	}
+	s := amax / 32767
+	if s == 0 || s != s || math.IsInf(float64(s), 0) {
+		clear(q)
+		if s != 0 {
+			return float32(math.NaN())
+		}
+		return 0
+	}
+	d := float64(s)
+	for p, v := range x {
+		// |v|/s ≤ 32767·(1+2⁻²⁴) for the float32 s above, so the rounding never leaves the range;
+		// the clamp only guards it.
+		r := math.RoundToEven(float64(v) / d)
+		if r > 32767 {
+			r = 32767
+		} else if r < -32767 {
+			r = -32767
+		}
+		q[p] = int16(r)
+	}
+	return s
+}
+
+// RoundInt16Blocks writes into dst the float32 values that Int16Blocks makes of src (rows of k):
+// scale[b]·q, the activations a product with int8 weights multiplies. dst may be src. It is the
+// reference the backends are checked against.
+func RoundInt16Blocks(dst, src []float32, k int) error {
+	if err := sameLen("RoundInt16Blocks", len(dst), len(src)); err != nil {
+		return err
+	}
+	if k <= 0 || len(src)%k != 0 {
+		return fmt.Errorf("quant: RoundInt16Blocks: %d values are not whole rows of %d", len(src), k)
+	}
+	var q [ActBlock]int16
+	for r := 0; r < len(src)/k; r++ {
+		for lo := r * k; lo < (r+1)*k; lo += ActBlock {
+			hi := min(lo+ActBlock, (r+1)*k)
+			s := int16Block(q[:hi-lo], src[lo:hi])
+			for p := lo; p < hi; p++ {
+				dst[p] = s * float32(q[p-lo])
+			}
 		}
 	}
 	return nil

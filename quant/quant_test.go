@@ -358,3 +358,101 @@ func TestQuantize(t *testing.T) {
 		t.Error("Quantize in an unknown format: no error")
 	}
 }
+
+// TestInt16Blocks: activations are rounded per block of ActBlock along each row (the last block
+// of a row shorter, no block spanning rows): the block's largest magnitude maps to ±32767, every
+// value comes back within scale/2, an all-zero block gets scale 0, a block with an Inf or NaN
+// gets scale NaN and zeros without touching its neighbours, and RoundInt16Blocks (in place too)
+// gives exactly scale·q.
+func TestInt16Blocks(t *testing.T) {
+	const k = 70 // blocks of 32, 32 and 6 per row
+	r := rand.New(rand.NewPCG(5, 6))
+	src := make([]float32, 3*k)
+	for i := range src {
+		src[i] = float32(r.NormFloat64()) * 3
+	}
+	src[5] = 1000 // an outlier coarsens its own block only
+	for p := k + 32; p < k+64; p++ {
+		src[p] = 0 // row 1, block 1: all zero
+	}
+	src[2*k+33] = float32(math.Inf(-1)) // row 2, block 1
+	src[2*k+66] = float32(math.NaN())   // row 2, block 2
+	if ActBlocks(k) != 3 || ActBlocks(64) != 2 || ActBlocks(1) != 1 {
+		t.Fatalf("ActBlocks: %d %d %d", ActBlocks(k), ActBlocks(64), ActBlocks(1))
+	}
+	q, scale := make([]int16, len(src)), make([]float32, 3*ActBlocks(k))
+	if err := Int16Blocks(q, scale, src, k); err != nil {
+		t.Fatal(err)
+	}
+	round := make([]float32, len(src))
+	if err := RoundInt16Blocks(round, src, k); err != nil {
+		t.Fatal(err)
+	}
+	for row := 0; row < 3; row++ {
+		for b := 0; b < 3; b++ {
+			lo, hi := row*k+b*ActBlock, row*k+min(k, (b+1)*ActBlock)
+			s := scale[row*3+b]
+			var amax float32
+			bad := false
+			for _, v := range src[lo:hi] {
+				bad = bad || v != v || math.IsInf(float64(v), 0)
+				amax = max(amax, float32(math.Abs(float64(v))))
+			}
+			switch {
+			case bad:
+				if s == s {
+					t.Fatalf("row %d block %d holds a non-finite value: scale %v, want NaN", row, b, s)
+				}
+			case amax == 0:
+				if s != 0 {
+					t.Fatalf("row %d block %d is zero: scale %v", row, b, s)
+				}
+			default:
+				if s != amax/32767 {
+					t.Fatalf("row %d block %d: scale %v, want %v", row, b, s, amax/32767)
+				}
+			}
+			top := int16(0)
+			for p := lo; p < hi; p++ {
+				if bad || amax == 0 {
+					if q[p] != 0 {
+						t.Fatalf("q[%d] = %d, want 0", p, q[p])
+					}
+				} else if d := math.Abs(float64(s)*float64(q[p]) - float64(src[p])); d > float64(s)/2*(1+1e-6) {
+					t.Fatalf("q[%d]: %v·%d is %g from %v", p, s, q[p], d, src[p])
+				}
+				top = max(top, q[p], -q[p])
+				if want := s * float32(q[p]); math.Float32bits(round[p]) != math.Float32bits(want) {
+					t.Fatalf("RoundInt16Blocks[%d] = %v, want %v", p, round[p], want)
+				}
+			}
+			if !bad && amax != 0 && top != 32767 {
+				t.Fatalf("row %d block %d: largest |q| %d, want 32767", row, b, top)
+			}
+		}
+	}
+	inPlace := append([]float32(nil), src...)
+	if err := RoundInt16Blocks(inPlace, inPlace, k); err != nil {
+		t.Fatal(err)
+	}
+	for p := range inPlace {
+		if math.Float32bits(inPlace[p]) != math.Float32bits(round[p]) {
+			t.Fatalf("in place [%d]: %v, want %v", p, inPlace[p], round[p])
+		}
+	}
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{Int16Blocks(q, scale, src, 0), "not whole rows of 0"},
+		{Int16Blocks(q, scale, src, 71), "not whole rows of 71"},
+		{Int16Blocks(q[:5], scale, src, k), "Int16Blocks"},
+		{Int16Blocks(q, scale[:8], src, k), "8 scales for 3 rows of 3 blocks"},
+		{RoundInt16Blocks(round[:4], src, k), "RoundInt16Blocks"},
+		{RoundInt16Blocks(round, src, 0), "not whole rows of 0"},
+	} {
+		if c.err == nil || !strings.Contains(c.err.Error(), c.want) {
+			t.Errorf("got %v, want an error containing %q", c.err, c.want)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/mamba2go/mamba2/backends"
 	"github.com/mamba2go/mamba2/graph"
 	"github.com/mamba2go/mamba2/ops"
+	"github.com/mamba2go/mamba2/quant"
 	"github.com/mamba2go/mamba2/shapes"
 )
 
@@ -114,11 +115,16 @@ func scaleArg(in []*Tensor, i int) *Tensor {
 }
 
 // RefQuantMatMul returns x [..., K] · Wᵀ for a weight w [N, K] holding the dequantized values,
-// or for int8 the integers with scale [N]: W[j, p] = scale[j]·w[j, p] (scale nil: W = w).
+// or for int8 the integers with scale [N]: W[j, p] = scale[j]·w[j, p] (scale nil: W = w). With
+// int8 weights x is first rounded per block as the op defines (quant.RoundInt16Blocks on its
+// float32 values).
 func RefQuantMatMul(x, w, scale *Tensor) *Tensor {
 	n, k := w.Dims[0], w.Dims[1]
 	m := size(x.Dims) / k
 	out := NewTensor(append(slices.Clone(x.Dims[:len(x.Dims)-1]), n)...)
+	if scale != nil {
+		x = roundActivations(x, k)
+	}
 	for i := 0; i < m; i++ {
 		for j := 0; j < n; j++ {
 			s := 1.0
@@ -133,6 +139,23 @@ func RefQuantMatMul(x, w, scale *Tensor) *Tensor {
 		}
 	}
 	return out
+}
+
+// roundActivations returns a copy of x whose rows of k are rounded per block to int16 and back
+// (quant.RoundInt16Blocks), in float32 as the backends see them.
+func roundActivations(x *Tensor, k int) *Tensor {
+	f := make([]float32, len(x.F))
+	for i, v := range x.F {
+		f[i] = float32(v)
+	}
+	if k > 0 {
+		_ = quant.RoundInt16Blocks(f, f, k) // fails only on sizes, which Infer checked
+	}
+	r := NewTensor(x.Dims...)
+	for i, v := range f {
+		r.F[i] = float64(v)
+	}
+	return r
 }
 
 // RefQuantGather returns the dequantized rows table[indices] (scale as for RefQuantMatMul).

@@ -7,11 +7,14 @@ import (
 	"github.com/mamba2go/mamba2/backends"
 	"github.com/mamba2go/mamba2/backends/cpu/kernels"
 	"github.com/mamba2go/mamba2/ops"
+	"github.com/mamba2go/mamba2/quant"
 	"github.com/mamba2go/mamba2/shapes"
 )
 
 // Kernels for weights stored as bfloat16, float16 or int8 (ops.QuantMatMul, ops.QuantGather).
-// Everything is computed in float32: the weights are widened as they are read.
+// 16-bit weights are widened to float32 as they are read. Products with int8 weights first round
+// x to int16 per block of quant.ActBlock (the op's definition): decode then multiplies
+// integers (AVX-512 VNNI where the CPU has it), prefill runs the float32 GEMM on the rounded x.
 
 func init() {
 	register("QuantMatMul", compileQuantMatMul)
@@ -35,9 +38,11 @@ const (
 //
 // Decode (M ≤ quantMatVecRows): the rows of W are split across the pool and every worker runs
 // the quantised mat-vec kernels on its share: memory-bound, so reading 2 or 1 bytes per weight
-// instead of 4 is the whole point. Prefill: the rows of W are split across workers, and each
-// dequantises a panel of its rows at a time into its own float32 scratch (allocated at Compile)
-// and computes those columns of y with the float32 GEMM kernels (never OpenBLAS: handing it
+// instead of 4 is the whole point; with int8 weights each row of x is first rounded to a
+// kernels.Q16Vector and the products are in integers. Prefill: the rows of W are split across
+// workers, and each dequantises a panel of its rows at a time into its own float32 scratch
+// (borrowed from the backend's arena for the Run) and computes those columns of y with the
+// float32 GEMM kernels, against x rounded per block for int8 weights (never OpenBLAS: handing it
 // panels one after another measured slower than the workers' own GEMMs on their panels, which
 // matched OpenBLAS on the whole float32 product at M = 512).
 type quantMatMulKernel struct {
@@ -56,6 +61,10 @@ type quantMatMulKernel struct {
 	w8    []int8
 	scale []float32
 
+	q16     []*kernels.Q16Vector // int8 decode: each row of x rounded to int16 (allocated at Compile)
+	xr      []float32            // int8 prefill: x rounded per block, borrowed for a Run
+	roundFn func(lo, hi int)
+
 	rowsFn, panelFn func(lo, hi int)
 	wg              sync.WaitGroup
 }
@@ -70,9 +79,15 @@ func compileQuantMatMul(be *Backend, op backends.Op, in, out []shapes.Shape) (ba
 	}
 	n, k := in[1].Dims[0], in[1].Dims[1]
 	q := &quantMatMulKernel{sized: sizesOf(in, out), be: be, dt: in[1].DType, m: in[0].Size() / k, n: n, k: k}
-	q.rowsFn, q.panelFn = q.rows, q.panels
+	q.rowsFn, q.panelFn, q.roundFn = q.rows, q.panels, q.round
 	if q.m <= quantMatVecRows {
 		q.minRows = max(64, (1<<16)/max(1, k*q.m))
+		if q.dt == shapes.Int8 {
+			q.q16 = make([]*kernels.Q16Vector, q.m)
+			for i := range q.q16 {
+				q.q16[i] = kernels.NewQ16Vector(k)
+			}
+		}
 		return q, nil
 	}
 	q.panel = min(512, max(32, quantPanelBytes/(4*k)/32*32), n)
@@ -103,8 +118,17 @@ func (q *quantMatMulKernel) Run(in, out []backends.Buffer) error {
 		return err
 	}
 	if q.m <= quantMatVecRows {
+		for i, v := range q.q16 {
+			v.Quantize(q.x[i*q.k : (i+1)*q.k])
+		}
 		q.be.pool.parallelFor(&q.wg, q.n, q.minRows, q.rowsFn)
 		return nil
+	}
+	x := q.x
+	if q.dt == shapes.Int8 {
+		q.xr = borrow[float32](&q.be.arena, q.m*q.k)
+		q.be.pool.parallelFor(&q.wg, q.m, max(1, (1<<14)/q.k), q.roundFn)
+		q.x = q.xr
 	}
 	for w := range q.scratch {
 		q.scratch[w] = borrow[float32](&q.be.arena, q.panel*q.k)
@@ -114,7 +138,18 @@ func (q *quantMatMulKernel) Run(in, out []backends.Buffer) error {
 		giveBack(&q.be.arena, s)
 		q.scratch[w] = nil
 	}
+	if q.xr != nil {
+		giveBack(&q.be.arena, q.xr)
+		q.xr, q.x = nil, x
+	}
 	return nil
+}
+
+// round writes the rows [lo,hi) of x, rounded to int16 per block (quant.RoundInt16Blocks), into
+// xr: the int8 prefill path.
+func (q *quantMatMulKernel) round(lo, hi int) {
+	// The sizes were checked before the Run; RoundInt16Blocks only fails on sizes.
+	_ = quant.RoundInt16Blocks(q.xr[lo*q.k:hi*q.k], q.x[lo*q.k:hi*q.k], q.k)
 }
 
 // dequantize writes the float32 values of the rows [j0,j1) of W into dst.
@@ -137,15 +172,16 @@ func dequantRows(dst []float32, dt shapes.DType, w16 []uint16, w8 []int8, scale 
 	}
 }
 
-// matVec sets y[j] = Σ_p W[j,p]·x[p] for the rows j in [lo,hi) of W.
-func (q *quantMatMulKernel) matVec(y, x []float32, lo, hi int) {
+// matVec sets y[j] = Σ_p W[j,p]·x[p] for the rows j in [lo,hi) of W, where x is row i of the
+// kernel's x (for int8, its rounding q.q16[i]).
+func (q *quantMatMulKernel) matVec(y, x []float32, i, lo, hi int) {
 	switch q.dt {
 	case shapes.BFloat16:
 		kernels.MatVecTBF16(y, kernels.BF16Matrix{N: q.n, K: q.k, Data: q.w16}, x, lo, hi)
 	case shapes.Float16:
 		kernels.MatVecTF16(y, kernels.F16Matrix{N: q.n, K: q.k, Data: q.w16}, x, lo, hi)
 	case shapes.Int8:
-		kernels.MatVecTInt8(y, kernels.Int8Matrix{N: q.n, K: q.k, Data: q.w8, Scale: q.scale}, x, lo, hi)
+		kernels.MatVecTInt8Q16(y, kernels.Int8Matrix{N: q.n, K: q.k, Data: q.w8, Scale: q.scale}, q.q16[i], lo, hi)
 	}
 }
 
@@ -153,13 +189,13 @@ func (q *quantMatMulKernel) matVec(y, x []float32, lo, hi int) {
 func (q *quantMatMulKernel) rows(lo, hi int) {
 	n, k := q.n, q.k
 	if q.m == 1 {
-		q.matVec(q.y, q.x, lo, hi)
+		q.matVec(q.y, q.x, 0, lo, hi)
 		return
 	}
 	for j0 := lo; j0 < hi; j0 += quantRowBlock {
 		j1 := min(j0+quantRowBlock, hi)
 		for i := 0; i < q.m; i++ {
-			q.matVec(q.y[i*n:i*n+n], q.x[i*k:i*k+k], j0, j1)
+			q.matVec(q.y[i*n:i*n+n], q.x[i*k:i*k+k], i, j0, j1)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/mamba2go/mamba2/backends"
 	"github.com/mamba2go/mamba2/ops"
+	"github.com/mamba2go/mamba2/quant"
 	"github.com/mamba2go/mamba2/shapes"
 )
 
@@ -13,7 +14,9 @@ import (
 // widened to float32 as kernels read it, so a decode step reads 2 or 1 bytes per weight instead
 // of 4.
 //
-// QuantMatMul y [M, N] = x [M, K] · dequant(W [N, K])ᵀ takes one of three routes, fixed at Compile:
+// QuantMatMul y [M, N] = x [M, K] · dequant(W [N, K])ᵀ takes one of three routes, fixed at Compile
+// (with int8 weights, on x rounded to int16 per block into a scratch copy first, as the op
+// defines):
 //
 //   - M ≤ quantMatVecRows (decoding): quant_matvec, which reads each row of W once, coalesced, for
 //     all rows of x (memory-bound: the point of quantizing);
@@ -80,14 +83,28 @@ func compileQuantMatMul(k *kernel, op backends.Op, in, out []shapes.Shape) error
 	}
 	n, kk := in[1].Dims[0], in[1].Dims[1]
 	m := in[0].Size() / kk
+	x := inRef(0)
+	if dt == shapes.Int8 && m > 0 && kk > 0 {
+		// The op multiplies int8 weights with x rounded to int16 per block (quant.Int16Blocks):
+		// round it into scratch first, then every route reads the rounded copy.
+		idx, err := k.addScratch(m * kk * 4)
+		if err != nil {
+			return err
+		}
+		a := new(args).i64(m).i64(kk).buf(inRef(0)).buf(scratchRef(idx))
+		if err := k.launch(quantCU, "quant_round_act", k.blocks((m*quant.ActBlocks(kk)+threads-1)/threads), threads, a); err != nil {
+			return err
+		}
+		x = scratchRef(idx)
+	}
 	if m <= quantMatVecRows {
-		a := new(args).i64(m).i64(n).i64(kk).buf(inRef(0)).buf(inRef(1))
+		a := new(args).i64(m).i64(n).i64(kk).buf(x).buf(inRef(1))
 		a = scaleArg(a, dt, 2).buf(outRef(0))
 		groups := (n + quantMatVecThreads/32 - 1) / (quantMatVecThreads / 32)
 		return k.launch(quantCU, "quant_matvec_"+sfx, k.blocks(groups), quantMatVecThreads, a)
 	}
 	if k.be.blas == 0 {
-		a := new(args).i64(m).i64(n).i64(kk).buf(inRef(0)).buf(inRef(1))
+		a := new(args).i64(m).i64(n).i64(kk).buf(x).buf(inRef(1))
 		a = scaleArg(a, dt, 2).buf(outRef(0))
 		tiles := func(x int) int { return max(1, min((x+15)/16, 65535)) }
 		return k.launch3(quantCU, "quant_gemm_"+sfx, [3]int{tiles(n), tiles(m), 1}, [3]int{16, 16, 1}, a)
@@ -110,7 +127,7 @@ func compileQuantMatMul(k *kernel, op backends.Op, in, out []shapes.Shape) error
 			return err
 		}
 		g := &gemmStep{
-			a: inRef(0), b: scratchRef(idx), c: ref{kind: refOut, i: 0, off: 4 * j0},
+			a: x, b: scratchRef(idx), c: ref{kind: refOut, i: 0, off: 4 * j0},
 			mode: gemmSingle, fn: blas.cublasSgemm, esz: 4, batch: 1, cStride: m * n,
 			m: rows, n: m, kk: kk, ldc: n,
 			opFirst: cublasOpT, ldFirst: kk, // the panel [rows, K] row-major is Wᵀ column-major

@@ -161,3 +161,17 @@ func BenchmarkGemmNT64(b *testing.B) {
 	}
 	reportFlops(b, m, n, k)
 }
+
+func BenchmarkMatVecTInt8Q16(b *testing.B) {
+	for _, s := range matShapes {
+		n, k := s[0], s[1]
+		b.Run(fmt.Sprintf("%dx%d", n, k), func(b *testing.B) {
+			w, x, y := NewInt8Matrix(benchMatrix(n, k), n, k), NewQ16Vector(k), make([]float32, n)
+			x.Quantize(benchMatrix(1, k))
+			b.SetBytes(int64(n*k + 4*n))
+			for b.Loop() {
+				MatVecTInt8Q16(y, w, x, 0, n)
+			}
+		})
+	}
+}

@@ -95,6 +95,26 @@ func widenI8AVX2(n int, w *int8, dst *float32, scale float32)
 
 func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
 
+// dotQ16VNNI is Σ_p w[p]·x[p]·scale[p/32] over n (a multiple of 32) int8 weights and int16
+// activations with AVX-512 VNNI (q16_amd64.s).
+//
+//go:noescape
+func dotQ16VNNI(n int, w *int8, x *int16, scale *float32) float32
+
+// dotQ16VNNI4 is dotQ16VNNI for the four rows of w that start ldw bytes apart, into out.
+//
+//go:noescape
+func dotQ16VNNI4(n int, w *int8, ldw int, x *int16, scale *float32, out *[4]float32)
+
+// detectVNNI reports AVX-512 VNNI (VPDPWSSD on ZMM registers); callers also need cpuAVX512.
+func detectVNNI() bool {
+	if maxID, _, _, _ := cpuid(0, 0); maxID < 7 {
+		return false
+	}
+	_, _, ecx7, _ := cpuid(7, 0)
+	return ecx7&(1<<11) != 0
+}
+
 func xgetbv() (eax, edx uint32)
 
 // detectCPU reports AVX2+FMA and AVX-512 (F, with the OS saving ZMM state) support.

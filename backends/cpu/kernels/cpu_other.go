@@ -4,6 +4,8 @@ package kernels
 
 func detectCPU() (avx2, avx512 bool) { return false, false }
 
+func detectVNNI() bool { return false }
+
 // Never called off amd64 (the levels stay Generic).
 var (
 	sgemmAVX512P, sgemmAVX512R, sgemmAVX2P, sgemmAVX2R           microKernel
@@ -13,4 +15,6 @@ var (
 	dotF32AVX512, dotF32AVX2                                     func(n int, w *float32, x *float32) float32
 	widenF16AVX512, widenF16AVX2, widenBF16AVX512, widenBF16AVX2 func(n int, w *uint16, dst *float32, scale float32)
 	widenI8AVX512, widenI8AVX2                                   func(n int, w *int8, dst *float32, scale float32)
+	dotQ16VNNI                                                   func(n int, w *int8, x *int16, scale *float32) float32
+	dotQ16VNNI4                                                  func(n int, w *int8, ldw int, x *int16, scale *float32, out *[4]float32)
 )

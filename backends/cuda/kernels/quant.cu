@@ -1,6 +1,7 @@
 // Quantized weights (ops.QuantMatMul, ops.QuantGather): matrices stored as bfloat16 or float16
 // bits, or as int8 with one float32 scale per row, widened to float32 as they are read; the
-// activations, the sums and the results are float32. Each kernel comes in three variants named
+// activations, the sums and the results are float32 (for int8 weights the activations are first
+// rounded per block by quant_round_act, as the op defines). Each kernel comes in three variants named
 // after the storage: _bf16, _f16 and _i8. A kernel takes the scale pointer in every variant; it is
 // null for bfloat16 and float16 and the per-row scale [rows] for int8.
 //
@@ -123,6 +124,41 @@ __device__ void quant_dequant_t(i64 rows, i64 k, i64 r0, const typename Q::W* w,
     quant_dequant_t<Q>(rows, k, r0, w, scale, out);                                                         \
   }
 FOR_QUANTS(QUANT_DEQUANT)
+
+// quant_round_act: out [rows, k] = x rounded as products with int8 weights see it (package quant's
+// Int16Blocks and RoundInt16Blocks, bitwise): each block of 32 consecutive values of a row (the
+// last one possibly shorter) gets scale = max|block|/32767 and becomes scale·q with q the value
+// divided by the scale in double precision, rounded half to even and clamped to ±32767. A block
+// holding an Inf or NaN becomes NaN; an all-zero one (or one whose scale underflows) zeros. One
+// thread per block: x is a few rows of activations, small next to the weight.
+KERNEL void quant_round_act(i64 rows, i64 k, const float* x, float* out) {
+  const i64 nb = (k + 31) / 32, total = rows * nb;
+  for (i64 i = gtid(); i < total; i += gstride()) {
+    const i64 r = i / nb, b = i % nb;
+    const float* src = x + r * k + b * 32;
+    float* dst = out + r * k + b * 32;
+    const int n = k - b * 32 < 32 ? (int)(k - b * 32) : 32;
+    float amax = 0.f;
+    bool bad = false;
+    for (int p = 0; p < n; ++p) {
+      const float a = fabsf(src[p]);
+      if (!(a <= 3.40282346638528859812e38f)) bad = true;  // Inf or NaN
+      else if (a > amax) amax = a;
+    }
+    const float s = amax / 32767.f;
+    for (int p = 0; p < n; ++p) {
+      if (bad) {
+        dst[p] = __uint_as_float(0x7fc00000u);
+      } else if (s == 0.f) {
+        dst[p] = 0.f;
+      } else {
+        double q = rint((double)src[p] / (double)s);
+        q = q > 32767.0 ? 32767.0 : (q < -32767.0 ? -32767.0 : q);
+        dst[p] = s * (float)q;
+      }
+    }
+  }
+}
 
 // quant_matvec: y [M, N] = x [M, K] · dequant(w [N, K])ᵀ for M ≤ QMV_MAXM rows of x (decoding a
 // few sequences). Decode is bound by reading W, so each row of W is read once, by a group of 32

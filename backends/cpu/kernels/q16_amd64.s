@@ -1,0 +1,123 @@
+#include "textflag.h"
+
+// Hand-written (not from gen_asm.go): the int8 × int16 dot products of MatVecTInt8Q16.
+
+// func dotQ16VNNI(n int, w *int8, x *int16, scale *float32) float32
+//
+// Σ_p w[p]·x[p]·scale[p/32] over n (a multiple of 32) int8 weights and int16 activations, a
+// block of 32 at a time: VPMOVSXBW widens the 32 weights to words, VPDPWSSD adds the products of
+// word pairs to sixteen dwords (exact), which are converted to float32 and multiplied by the
+// block's scale into one float32 accumulator. One accumulator, as in dotQ16VNNI4, so that a row
+// sums to the same bits whichever of the two takes it.
+TEXT ·dotQ16VNNI(SB), NOSPLIT, $0-36
+	MOVQ n+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ x+16(FP), DI
+	MOVQ scale+24(FP), R9
+	VPXORD Z0, Z0, Z0
+	TESTQ CX, CX
+	JEQ   done1
+
+loop1:
+	VPMOVSXBW        (SI), Z4
+	VPXORD           Z8, Z8, Z8
+	VPDPWSSD         (DI), Z4, Z8
+	VCVTDQ2PS        Z8, Z8
+	VFMADD231PS.BCST (R9), Z8, Z0
+	ADDQ $32, SI
+	ADDQ $64, DI
+	ADDQ $4, R9
+	SUBQ $32, CX
+	JNE  loop1
+
+done1:
+	VEXTRACTF32X8 $1, Z0, Y1
+	VADDPS Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+32(FP)
+	RET
+
+// func dotQ16VNNI4(n int, w *int8, ldw int, x *int16, scale *float32, out *[4]float32)
+//
+// dotQ16VNNI for the four rows of w that start ldw bytes apart, sharing the loads of x and the
+// scales; the four sums go to out[0..3].
+TEXT ·dotQ16VNNI4(SB), NOSPLIT, $0-48
+	MOVQ n+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ ldw+16(FP), DX
+	MOVQ x+24(FP), DI
+	MOVQ scale+32(FP), R9
+	MOVQ out+40(FP), BX
+	LEAQ (SI)(DX*1), R10
+	LEAQ (SI)(DX*2), R11
+	LEAQ (R10)(DX*2), R12
+	LEAQ (R11)(DX*2), R13 // the next four rows, which the loop prefetches 128 bytes at a time
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	TESTQ CX, CX
+	JEQ   done4
+
+loop4:
+	PREFETCHT0   (R13)
+	PREFETCHT0   64(R13)
+	VMOVDQU16    (DI), Z9
+	VBROADCASTSS (R9), Z10
+	VPMOVSXBW    (SI), Z12
+	VPMOVSXBW    (R10), Z13
+	VPMOVSXBW    (R11), Z14
+	VPMOVSXBW    (R12), Z15
+	VPXORD       Z16, Z16, Z16
+	VPXORD       Z17, Z17, Z17
+	VPXORD       Z18, Z18, Z18
+	VPXORD       Z19, Z19, Z19
+	VPDPWSSD     Z9, Z12, Z16
+	VPDPWSSD     Z9, Z13, Z17
+	VPDPWSSD     Z9, Z14, Z18
+	VPDPWSSD     Z9, Z15, Z19
+	VCVTDQ2PS    Z16, Z16
+	VCVTDQ2PS    Z17, Z17
+	VCVTDQ2PS    Z18, Z18
+	VCVTDQ2PS    Z19, Z19
+	VFMADD231PS  Z10, Z16, Z0
+	VFMADD231PS  Z10, Z17, Z1
+	VFMADD231PS  Z10, Z18, Z2
+	VFMADD231PS  Z10, Z19, Z3
+	ADDQ $32, SI
+	ADDQ $32, R10
+	ADDQ $32, R11
+	ADDQ $32, R12
+	ADDQ $128, R13
+	ADDQ $64, DI
+	ADDQ $4, R9
+	SUBQ $32, CX
+	JNE  loop4
+
+done4:
+	VEXTRACTF32X8 $1, Z0, Y4
+	VEXTRACTF32X8 $1, Z1, Y5
+	VEXTRACTF32X8 $1, Z2, Y6
+	VEXTRACTF32X8 $1, Z3, Y7
+	VADDPS Y4, Y0, Y0
+	VADDPS Y5, Y1, Y1
+	VADDPS Y6, Y2, Y2
+	VADDPS Y7, Y3, Y3
+	VEXTRACTF128 $1, Y0, X4
+	VEXTRACTF128 $1, Y1, X5
+	VEXTRACTF128 $1, Y2, X6
+	VEXTRACTF128 $1, Y3, X7
+	VADDPS X4, X0, X0
+	VADDPS X5, X1, X1
+	VADDPS X6, X2, X2
+	VADDPS X7, X3, X3
+	VHADDPS X1, X0, X0
+	VHADDPS X3, X2, X2
+	VHADDPS X2, X0, X0
+	VMOVUPS X0, (BX)
+	VZEROUPPER
+	RET
