@@ -106,6 +106,18 @@ func dotQ16VNNI(n int, w *int8, x *int16, scale *float32) float32
 //go:noescape
 func dotQ16VNNI4(n int, w *int8, ldw int, x *int16, scale *float32, out *[4]float32)
 
+// asm4F32, asm4BF16 and asm4F16 (AVX-512) set out[r] = Σ_{p<n} w[r·ldw+p]·x[p] for the
+// four rows r < 4 of w (n a multiple of 16; mv4_amd64.s), prefetching the four rows after them.
+//
+//go:noescape
+func asm4F32(n int, w *float32, ldw int, x *float32, out *[4]float32)
+
+//go:noescape
+func asm4BF16(n int, w *uint16, ldw int, x *float32, out *[4]float32)
+
+//go:noescape
+func asm4F16(n int, w *uint16, ldw int, x *float32, out *[4]float32)
+
 // detectVNNI reports AVX-512 VNNI (VPDPWSSD on ZMM registers); callers also need cpuAVX512.
 func detectVNNI() bool {
 	if maxID, _, _, _ := cpuid(0, 0); maxID < 7 {

@@ -189,6 +189,10 @@ func MatVecTRange(y, w, x []float32, k, lo, hi int) {
 
 // matVecT is MatVecTRange after the checks (k ≥ 1, lo < hi).
 func matVecT(y, w, x []float32, k, lo, hi int) {
+	if useMV4(k) {
+		matVecT4(y, w, x, k, lo, hi, mv4F32, func(v float32) float32 { return v })
+		return
+	}
 	switch vecLevel {
 	case AVX512:
 		matVecTAVX512(y, w, x, k, lo, hi)
@@ -335,6 +339,12 @@ func gemmNT(c []float32, ldc int, a, w []float32, m, k, i0, i1, j0, j1 int, accu
 // gemmNTSmall streams W once, 4 rows at a time, against every row of A (few rows: decode with
 // a small batch). The 4 rows of W stay in L1 while the rows of A pass. n is C's row stride.
 func gemmNTSmall(c, a, w []float32, n, k, i0, i1, j0, j1 int, acc bool) {
+	if i1-i0 == 1 && !acc {
+		// One row of A (decode): a mat-vec over the whole range, so that its kernels stream W
+		// in one pass (and prefetch across groups of rows).
+		matVecT(c[i0*n:], w, a[i0*k:i0*k+k], k, j0, j1)
+		return
+	}
 	var out [4]float32
 	j := j0
 	for ; j+4 <= j1; j += 4 {

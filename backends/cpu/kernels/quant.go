@@ -50,8 +50,9 @@ func (m BF16Matrix) check(fn string, y, x []float32, lo, hi int) {
 }
 
 // MatVecTBF16 sets y[j] = Σ_p W[j,p]·x[p] for rows j in [lo,hi), accumulating in float32.
-// Rows of at least 64 (AVX-512) or 32 (AVX2) elements take an assembly dot product in every
-// amd64 build; shorter ones the archsimd or generic loops.
+// Rows of at least 16 elements take the four-row assembly kernels on AVX-512 CPUs and rows of at
+// least 32 an assembly dot product on AVX2 ones, in every amd64 build; others the archsimd or
+// generic loops.
 func MatVecTBF16(y []float32, w BF16Matrix, x []float32, lo, hi int) {
 	w.check("MatVecTBF16", y, x, lo, hi)
 	if lo == hi {
@@ -59,6 +60,10 @@ func MatVecTBF16(y []float32, w BF16Matrix, x []float32, lo, hi int) {
 	}
 	if w.K == 0 {
 		clear(y[lo:hi])
+		return
+	}
+	if useMV4(w.K) {
+		matVecT4(y, w.Data, x, w.K, lo, hi, mv4BF16, quant.BF16ToFloat32)
 		return
 	}
 	if dot, step := asmDot(dotBF16AVX512, dotBF16AVX2); dot != nil && w.K >= step {
@@ -218,6 +223,10 @@ func MatVecTF16(y []float32, w F16Matrix, x []float32, lo, hi int) {
 	checkRange(fn, lo, hi, w.N)
 	need(fn, "y", len(y), hi)
 	need(fn, "x", len(x), w.K)
+	if useMV4(w.K) {
+		matVecT4(y, w.Data, x, w.K, lo, hi, mv4F16, quant.F16ToFloat32)
+		return
+	}
 	if dot, step := asmDot(dotF16AVX512, dotF16AVX2); dot != nil && w.K >= step {
 		matVecTAsm(y, w.Data, nil, x, w.K, lo, hi, dot, step, quant.F16ToFloat32)
 		return
@@ -240,7 +249,8 @@ func asmDot[T uint16 | int8 | float32](avx512, avx2 func(n int, w *T, x *float32
 // matVecTAsm sets y[j] = scale[j]·Σ_p widen(W[j,p])·x[p] for the rows j in [lo,hi) of a [·×k]
 // W (scale nil: 1), with dot over the first k/step·step elements of each row and widen for the
 // rest. One row at a time: a single sequential stream per row keeps the hardware prefetcher
-// ahead, which measured faster for 8- and 16-bit weights than interleaving four rows. The
+// ahead, which measured faster for 8- and 16-bit weights than interleaving four rows without
+// software prefetching (AVX-512 CPUs take the four-row kernels of mv4.go, which prefetch). The
 // callers have checked the sizes; k ≥ step.
 func matVecTAsm[T uint16 | int8 | float32](y []float32, w []T, scale, x []float32, k, lo, hi int,
 	dot func(n int, w *T, x *float32) float32, step int, widen func(T) float32) {

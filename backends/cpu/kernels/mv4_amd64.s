@@ -1,0 +1,201 @@
+#include "textflag.h"
+
+// Hand-written (not from gen_asm.go): four-row AVX-512 mat-vec kernels for float32, bfloat16 and
+// float16 weights. Each computes out[r] = Σ_{p<n} w[r·ldw+p]·x[p] for r < 4 (n a multiple of 16,
+// ldw in elements), one float32 accumulator per row, sixteen elements at a time, so that a row's
+// sum has the same bits whichever group it is in (ldw = 0 computes one row four times). Decode
+// streams W from memory: the loop prefetches the next four rows (which follow these when ldw is
+// the row length) as it goes, one group ahead, which kept the memory busy where the hardware
+// prefetcher, seeing four short streams, did not.
+
+// func asm4F32(n int, w *float32, ldw int, x *float32, out *[4]float32)
+TEXT ·asm4F32(SB), NOSPLIT, $0-40
+	MOVQ n+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ ldw+16(FP), DX
+	SHLQ $2, DX
+	MOVQ x+24(FP), DI
+	MOVQ out+32(FP), BX
+	LEAQ (SI)(DX*1), R10
+	LEAQ (SI)(DX*2), R11
+	LEAQ (R10)(DX*2), R12
+	LEAQ (R11)(DX*2), R13
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	TESTQ CX, CX
+	JEQ   doneasm4F32
+loopasm4F32:
+	PREFETCHT0 (R13)
+	PREFETCHT0 64(R13)
+	PREFETCHT0 128(R13)
+	PREFETCHT0 192(R13)
+	VMOVUPS (DI), Z9
+	VMOVUPS (SI), Z12
+	VMOVUPS (R10), Z13
+	VMOVUPS (R11), Z14
+	VMOVUPS (R12), Z15
+	VFMADD231PS Z9, Z12, Z0
+	VFMADD231PS Z9, Z13, Z1
+	VFMADD231PS Z9, Z14, Z2
+	VFMADD231PS Z9, Z15, Z3
+	ADDQ $64, SI
+	ADDQ $64, R10
+	ADDQ $64, R11
+	ADDQ $64, R12
+	ADDQ $256, R13
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JNE  loopasm4F32
+doneasm4F32:
+	VEXTRACTF32X8 $1, Z0, Y4
+	VEXTRACTF32X8 $1, Z1, Y5
+	VEXTRACTF32X8 $1, Z2, Y6
+	VEXTRACTF32X8 $1, Z3, Y7
+	VADDPS Y4, Y0, Y0
+	VADDPS Y5, Y1, Y1
+	VADDPS Y6, Y2, Y2
+	VADDPS Y7, Y3, Y3
+	VEXTRACTF128 $1, Y0, X4
+	VEXTRACTF128 $1, Y1, X5
+	VEXTRACTF128 $1, Y2, X6
+	VEXTRACTF128 $1, Y3, X7
+	VADDPS X4, X0, X0
+	VADDPS X5, X1, X1
+	VADDPS X6, X2, X2
+	VADDPS X7, X3, X3
+	VHADDPS X1, X0, X0
+	VHADDPS X3, X2, X2
+	VHADDPS X2, X0, X0
+	VMOVUPS X0, (BX)
+	VZEROUPPER
+	RET
+
+// func asm4BF16(n int, w *uint16, ldw int, x *float32, out *[4]float32)
+TEXT ·asm4BF16(SB), NOSPLIT, $0-40
+	MOVQ n+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ ldw+16(FP), DX
+	SHLQ $1, DX
+	MOVQ x+24(FP), DI
+	MOVQ out+32(FP), BX
+	LEAQ (SI)(DX*1), R10
+	LEAQ (SI)(DX*2), R11
+	LEAQ (R10)(DX*2), R12
+	LEAQ (R11)(DX*2), R13
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	TESTQ CX, CX
+	JEQ   doneasm4BF16
+loopasm4BF16:
+	PREFETCHT0 (R13)
+	PREFETCHT0 64(R13)
+	VMOVUPS (DI), Z9
+	VPMOVZXWD (SI), Z12
+	VPSLLD $16, Z12, Z12
+	VPMOVZXWD (R10), Z13
+	VPSLLD $16, Z13, Z13
+	VPMOVZXWD (R11), Z14
+	VPSLLD $16, Z14, Z14
+	VPMOVZXWD (R12), Z15
+	VPSLLD $16, Z15, Z15
+	VFMADD231PS Z9, Z12, Z0
+	VFMADD231PS Z9, Z13, Z1
+	VFMADD231PS Z9, Z14, Z2
+	VFMADD231PS Z9, Z15, Z3
+	ADDQ $32, SI
+	ADDQ $32, R10
+	ADDQ $32, R11
+	ADDQ $32, R12
+	ADDQ $128, R13
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JNE  loopasm4BF16
+doneasm4BF16:
+	VEXTRACTF32X8 $1, Z0, Y4
+	VEXTRACTF32X8 $1, Z1, Y5
+	VEXTRACTF32X8 $1, Z2, Y6
+	VEXTRACTF32X8 $1, Z3, Y7
+	VADDPS Y4, Y0, Y0
+	VADDPS Y5, Y1, Y1
+	VADDPS Y6, Y2, Y2
+	VADDPS Y7, Y3, Y3
+	VEXTRACTF128 $1, Y0, X4
+	VEXTRACTF128 $1, Y1, X5
+	VEXTRACTF128 $1, Y2, X6
+	VEXTRACTF128 $1, Y3, X7
+	VADDPS X4, X0, X0
+	VADDPS X5, X1, X1
+	VADDPS X6, X2, X2
+	VADDPS X7, X3, X3
+	VHADDPS X1, X0, X0
+	VHADDPS X3, X2, X2
+	VHADDPS X2, X0, X0
+	VMOVUPS X0, (BX)
+	VZEROUPPER
+	RET
+
+// func asm4F16(n int, w *uint16, ldw int, x *float32, out *[4]float32)
+TEXT ·asm4F16(SB), NOSPLIT, $0-40
+	MOVQ n+0(FP), CX
+	MOVQ w+8(FP), SI
+	MOVQ ldw+16(FP), DX
+	SHLQ $1, DX
+	MOVQ x+24(FP), DI
+	MOVQ out+32(FP), BX
+	LEAQ (SI)(DX*1), R10
+	LEAQ (SI)(DX*2), R11
+	LEAQ (R10)(DX*2), R12
+	LEAQ (R11)(DX*2), R13
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	TESTQ CX, CX
+	JEQ   doneasm4F16
+loopasm4F16:
+	PREFETCHT0 (R13)
+	PREFETCHT0 64(R13)
+	VMOVUPS (DI), Z9
+	VCVTPH2PS (SI), Z12
+	VCVTPH2PS (R10), Z13
+	VCVTPH2PS (R11), Z14
+	VCVTPH2PS (R12), Z15
+	VFMADD231PS Z9, Z12, Z0
+	VFMADD231PS Z9, Z13, Z1
+	VFMADD231PS Z9, Z14, Z2
+	VFMADD231PS Z9, Z15, Z3
+	ADDQ $32, SI
+	ADDQ $32, R10
+	ADDQ $32, R11
+	ADDQ $32, R12
+	ADDQ $128, R13
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JNE  loopasm4F16
+doneasm4F16:
+	VEXTRACTF32X8 $1, Z0, Y4
+	VEXTRACTF32X8 $1, Z1, Y5
+	VEXTRACTF32X8 $1, Z2, Y6
+	VEXTRACTF32X8 $1, Z3, Y7
+	VADDPS Y4, Y0, Y0
+	VADDPS Y5, Y1, Y1
+	VADDPS Y6, Y2, Y2
+	VADDPS Y7, Y3, Y3
+	VEXTRACTF128 $1, Y0, X4
+	VEXTRACTF128 $1, Y1, X5
+	VEXTRACTF128 $1, Y2, X6
+	VEXTRACTF128 $1, Y3, X7
+	VADDPS X4, X0, X0
+	VADDPS X5, X1, X1
+	VADDPS X6, X2, X2
+	VADDPS X7, X3, X3
+	VHADDPS X1, X0, X0
+	VHADDPS X3, X2, X2
+	VHADDPS X2, X0, X0
+	VMOVUPS X0, (BX)
+	VZEROUPPER
+	RET
