@@ -46,16 +46,24 @@
 //     build: a 12×32 AVX-512 or 6×16 AVX2 register tile over a packed B panel, reading A in
 //     place, with an assembly 16×16 (8×8) transpose to pack W for GemmNT. The archsimd compiler
 //     support cannot express such a tile yet (15 vector registers, only the 213 FMA form:
-//     a 16-accumulator archsimd tile spilled and ran at ~21 GFLOP/s). The quantised mat-vecs
-//     (MatVecTF16, MatVecTBF16, MatVecTInt8) also use assembly dot products, one row at a time,
-//     in every amd64 build for rows of at least 64 (AVX-512) or 32 (AVX2) elements: VCVTPH2PS
-//     for float16, which archsimd does not offer, and for bfloat16 and int8 because the single
-//     sequential stream per row measured 1.4–1.6× faster than the four-row archsimd loops,
-//     reaching the memory bandwidth; shorter rows take the vector or generic loops.
+//     a 16-accumulator archsimd tile spilled and ran at ~21 GFLOP/s).
+//   - Mat-vecs (decode) on AVX-512 CPUs take four-row assembly kernels in every amd64 build
+//     (mv4_amd64.s: float32, bfloat16 via a zero extension and a shift, float16 via VCVTPH2PS,
+//     which archsimd does not offer) for rows of at least 16 elements. They prefetch the next
+//     four rows as they go: four short streams defeated the hardware prefetcher (the reason an
+//     earlier one-row dot product beat the four-row archsimd loops), and with the prefetch they
+//     stream W about 30% faster than either. On AVX2 CPUs the quantised mat-vecs use one-row
+//     assembly dot products for rows of at least 32 elements; shorter rows take the vector or
+//     generic loops.
+//   - Int8 weights multiply activations rounded to int16 per block of 32 (Q16Vector,
+//     MatVecTInt8Q16): with AVX-512 VNNI, VPMOVSXBW and VPDPWSSD (q16_amd64.s, four rows, the
+//     same prefetch) sum each block exactly in int32; widening int8 to float32 had held the
+//     kernel to about three weights per cycle, below the memory's speed.
 //
 // Kernels() names what is in use: "simd-avx512", "simd-avx2" or "generic", then "+asm-avx512"
-// (or "+asm-avx2") when the assembly GEMM runs above the vector level (a plain build), then
-// "+blas" when OpenBLAS is loaded and enabled.
+// (or "+asm-avx2") when the assembly kernels run above the vector level (a plain build), then
+// "+vnni" when the int8 products use AVX-512 VNNI, then "+blas" when OpenBLAS is loaded and
+// enabled.
 //
 // # OpenBLAS
 //
@@ -74,7 +82,7 @@
 // BF16Matrix (round to nearest even), Int8Matrix (symmetric per-row absmax scales) and
 // F16Matrix store W in 16 or 8 bits, in the encodings of package quant (their one
 // definition); MatVecTBF16, MatVecTInt8 and MatVecTF16 dequantise in registers and accumulate
-// in float32 against a float32 x. Decode is bound by memory bandwidth, so halving or
+// in float32 against a float32 x, and MatVecTInt8Q16 multiplies int8 weights with a Q16Vector. Decode is bound by memory bandwidth, so halving or
 // quartering the bytes read speeds it up accordingly. For prefill, DequantizeRows widens
 // panels of W for the float32 GEMM; GemmNTStrided writes such a panel's columns of a wider C.
 //
