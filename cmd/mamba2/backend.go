@@ -23,7 +23,7 @@ func backendFlag(fs *flag.FlagSet) *string {
 
 // openBackend creates the named backend with an error that says what to do instead.
 // weightsFlagHelp documents --weights, shared by the commands that load a causal LM.
-const weightsFlagHelp = "storage of the large weight matrices: f32, bf16, f16 or int8 (per-row scales); quantized weights run inference only, in float32"
+const weightsFlagHelp = "storage of the large weight matrices: f32, bf16, f16 or int8 (per-row scales, activations rounded to int16 per block of 32); quantized weights run inference only, in float32"
 
 // parseWeights reads --weights.
 func parseWeights(s string) (quant.Format, error) {

@@ -32,7 +32,8 @@ type Options struct {
 	DType shapes.DType
 	// Weights is the storage format of the large matrices (see Quantizable): quant.F32 (the
 	// zero value) keeps them in the compute type; quant.BF16 and quant.F16 keep them 16-bit and
-	// quant.Int8 8-bit with a float32 scale per row, each multiplied in float32. A decode step
+	// quant.Int8 8-bit with a float32 scale per row (whose products round the activations to
+	// int16 per block of 32, see ops.QuantMatMulOp), accumulated in float32. A decode step
 	// streams every weight once, so halving or quartering their bytes is what speeds it up past
 	// the float32 memory-bandwidth limit. Quantized models run inference only (gradients are an
 	// error) and need the float32 compute type.
