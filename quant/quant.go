@@ -344,7 +344,8 @@ func ActBlocks(k int) int { return (k + ActBlock - 1) / ActBlock }
 // Int16Blocks rounds activations to int16 the way products with int8 weights see them: each row
 // of k values of src is cut into blocks of ActBlock (the last one possibly shorter), and each
 // block b gets scale[b] = max|block|/32767 and dst = round(src/scale) to nearest, ties to even,
-// clamped to [-32767, 32767] — Int8Rows's rule with 32767 for 127, per block instead of per row.
+// clamped to [-32767, 32767] — Int8Rows's rule with 32767 for 127, per block instead of per row,
+// and with the quotient src/scale computed in float32 (one vector division on a CPU or GPU).
 // The rounding error is at most scale/2, about 1.5e-5 of the block's largest magnitude: far below
 // the weights' own (int8, 1/254 of a row's largest), so int8 products keep float32 accuracy in the
 // activations while CPUs multiply integers (AVX-512 VNNI) and never widen a weight to float32.
@@ -387,11 +388,10 @@ func int16Block(q []int16, x []float32) float32 {
 		}
 		return 0
 	}
-	d := float64(s)
 	for p, v := range x {
-		// |v|/s ≤ 32767·(1+2⁻²⁴) for the float32 s above, so the rounding never leaves the range;
-		// the clamp only guards it.
-		r := math.RoundToEven(float64(v) / d)
+		// A float32 division, as a vector unit does it; |v|/s ≤ 32767·(1+2⁻²⁴) for the float32 s
+		// above, so the rounding never leaves the range and the clamp only guards it.
+		r := math.RoundToEven(float64(v / s))
 		if r > 32767 {
 			r = 32767
 		} else if r < -32767 {

@@ -7,7 +7,6 @@ import (
 	"github.com/mamba2go/mamba2/backends"
 	"github.com/mamba2go/mamba2/backends/cpu/kernels"
 	"github.com/mamba2go/mamba2/ops"
-	"github.com/mamba2go/mamba2/quant"
 	"github.com/mamba2go/mamba2/shapes"
 )
 
@@ -145,11 +144,10 @@ func (q *quantMatMulKernel) Run(in, out []backends.Buffer) error {
 	return nil
 }
 
-// round writes the rows [lo,hi) of x, rounded to int16 per block (quant.RoundInt16Blocks), into
-// xr: the int8 prefill path.
+// round writes the rows [lo,hi) of x, rounded to int16 per block as quant.RoundInt16Blocks does,
+// into xr: the int8 prefill path.
 func (q *quantMatMulKernel) round(lo, hi int) {
-	// The sizes were checked before the Run; RoundInt16Blocks only fails on sizes.
-	_ = quant.RoundInt16Blocks(q.xr[lo*q.k:hi*q.k], q.x[lo*q.k:hi*q.k], q.k)
+	kernels.RoundInt16Rows(q.xr[lo*q.k:hi*q.k], q.x[lo*q.k:hi*q.k], q.k)
 }
 
 // dequantize writes the float32 values of the rows [j0,j1) of W into dst.

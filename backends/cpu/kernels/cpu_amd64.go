@@ -106,6 +106,12 @@ func dotQ16VNNI(n int, w *int8, x *int16, scale *float32) float32
 //go:noescape
 func dotQ16VNNI4(n int, w *int8, ldw int, x *int16, scale *float32, out *[4]float32)
 
+// q16RoundAVX512 is quant.Int16Blocks for nblocks whole blocks of 32 values of x, writing q,
+// the scales and deq = scale·q (q or deq nil: skipped; q16_amd64.s).
+//
+//go:noescape
+func q16RoundAVX512(nblocks int, x *float32, q *int16, scale *float32, deq *float32)
+
 // asm4F32, asm4BF16 and asm4F16 (AVX-512) set out[r] = Σ_{p<n} w[r·ldw+p]·x[p] for the
 // four rows r < 4 of w (n a multiple of 16; mv4_amd64.s), prefetching the four rows after them.
 //

@@ -37,9 +37,62 @@ func (v *Q16Vector) Quantize(x []float32) {
 	if v.K == 0 {
 		return
 	}
-	must("Q16Vector.Quantize", quant.Int16Blocks(v.Q, v.Scale, x[:v.K], v.K))
-	for p, q := range v.Q {
-		v.deq[p] = v.Scale[p/quant.ActBlock] * float32(q)
+	roundQ16(x[:v.K], v.Q, v.Scale, v.deq)
+}
+
+// RoundInt16Rows writes into dst the values quant.RoundInt16Blocks makes of src (rows of k,
+// rounded to int16 per block of quant.ActBlock and back), bitwise, with AVX-512 assembly where
+// the CPU has it: the x of an int8 product with many rows. dst may be src.
+func RoundInt16Rows(dst, src []float32, k int) {
+	const fn = "RoundInt16Rows"
+	checkDims(fn, k)
+	need(fn, "dst", len(dst), len(src))
+	if k == 0 || len(src)%k != 0 {
+		panic(fmt.Sprintf("kernels: %s: %d values are not whole rows of %d", fn, len(src), k))
+	}
+	var scale [64]float32 // a row in pieces of up to 64 blocks: no allocation
+	const piece = len(scale) * quant.ActBlock
+	for r := 0; r < len(src); r += k {
+		for lo := r; lo < r+k; lo += piece {
+			hi := min(lo+piece, r+k)
+			roundQ16(src[lo:hi], nil, scale[:quant.ActBlocks(hi-lo)], dst[lo:hi])
+		}
+	}
+}
+
+// roundQ16 rounds x as quant.Int16Blocks does (blocks from x[0]), writing q (nil: skipped),
+// scale (one per block) and deq = scale·q (nil: skipped): whole blocks with q16RoundAVX512 on
+// AVX-512 CPUs, a last partial block (or everything elsewhere) with package quant.
+func roundQ16(x []float32, q []int16, scale, deq []float32) {
+	main := 0
+	if gemmLevel == AVX512 {
+		main = len(x) / quant.ActBlock * quant.ActBlock
+	}
+	if main > 0 {
+		var qp *int16
+		if q != nil {
+			qp = &q[0]
+		}
+		var dp *float32
+		if deq != nil {
+			dp = &deq[0]
+		}
+		q16RoundAVX512(main/quant.ActBlock, &x[0], qp, &scale[0], dp)
+	}
+	var tmp [quant.ActBlock]int16
+	for lo := main; lo < len(x); lo += quant.ActBlock {
+		hi := min(lo+quant.ActBlock, len(x))
+		b := lo / quant.ActBlock
+		qb := tmp[:hi-lo]
+		if q != nil {
+			qb = q[lo:hi]
+		}
+		must("roundQ16", quant.Int16Blocks(qb, scale[b:b+1], x[lo:hi], hi-lo))
+		if deq != nil {
+			for p, v := range qb {
+				deq[lo+p] = scale[b] * float32(v)
+			}
+		}
 	}
 }
 

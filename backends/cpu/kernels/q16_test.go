@@ -83,3 +83,65 @@ func TestMatVecTInt8Q16NonFinite(t *testing.T) {
 		}
 	})
 }
+
+// TestRoundInt16 checks the assembly rounding against package quant bit for bit, at every level:
+// Q16Vector.Quantize (values, scales and Dequantized) and RoundInt16Rows (several rows, rows
+// longer than its 64-block pieces, partial blocks, in place), with zero, tiny, huge, Inf and NaN
+// blocks and values on rounding ties.
+func TestRoundInt16(t *testing.T) {
+	levels(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(31, 32))
+		for _, k := range []int{1, 31, 32, 33, 64, 100, 2048, 2100, 4096 + 40} {
+			x := randF32(r, 3*k)
+			for i := range x {
+				switch r.IntN(40) {
+				case 0:
+					x[i] = 0
+				case 1:
+					x[i] *= 1e-30
+				case 2:
+					x[i] *= 1e30
+				case 3:
+					x[i] = float32(math.Inf(1))
+				case 4:
+					x[i] = float32(math.NaN())
+				case 5:
+					x[i] = float32(r.IntN(100)) + 0.5 // ties, where the block's scale makes them so
+				}
+			}
+			if k >= 64 {
+				clear(x[32:64]) // an all-zero block
+			}
+			want := make([]float32, len(x))
+			if err := quant.RoundInt16Blocks(want, x, k); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]float32, len(x))
+			RoundInt16Rows(got, x, k)
+			inPlace := append([]float32(nil), x...)
+			RoundInt16Rows(inPlace, inPlace, k)
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) || math.Float32bits(inPlace[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("k=%d [%d] (x %v): RoundInt16Rows %v, in place %v, want %v", k, i, x[i], got[i], inPlace[i], want[i])
+				}
+			}
+			row := x[:k]
+			q, scale := make([]int16, k), make([]float32, quant.ActBlocks(k))
+			if err := quant.Int16Blocks(q, scale, row, k); err != nil {
+				t.Fatal(err)
+			}
+			v := NewQ16Vector(k)
+			v.Quantize(row)
+			for b := range scale {
+				if math.Float32bits(v.Scale[b]) != math.Float32bits(scale[b]) {
+					t.Fatalf("k=%d scale[%d]: %v, want %v", k, b, v.Scale[b], scale[b])
+				}
+			}
+			for p := range q {
+				if v.Q[p] != q[p] || math.Float32bits(v.Dequantized()[p]) != math.Float32bits(want[p]) {
+					t.Fatalf("k=%d [%d]: q %d (want %d), value %v (want %v)", k, p, v.Q[p], q[p], v.Dequantized()[p], want[p])
+				}
+			}
+		}
+	})
+}

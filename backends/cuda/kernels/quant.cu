@@ -128,7 +128,8 @@ FOR_QUANTS(QUANT_DEQUANT)
 // quant_round_act: out [rows, k] = x rounded as products with int8 weights see it (package quant's
 // Int16Blocks and RoundInt16Blocks, bitwise): each block of 32 consecutive values of a row (the
 // last one possibly shorter) gets scale = max|block|/32767 and becomes scale·q with q the value
-// divided by the scale in double precision, rounded half to even and clamped to ±32767. A block
+// divided by the scale in float32 (IEEE division: NVRTC's default -prec-div=true), rounded half
+// to even and clamped to ±32767. A block
 // holding an Inf or NaN becomes NaN; an all-zero one (or one whose scale underflows) zeros. One
 // thread per block: x is a few rows of activations, small next to the weight.
 KERNEL void quant_round_act(i64 rows, i64 k, const float* x, float* out) {
@@ -152,9 +153,9 @@ KERNEL void quant_round_act(i64 rows, i64 k, const float* x, float* out) {
       } else if (s == 0.f) {
         dst[p] = 0.f;
       } else {
-        double q = rint((double)src[p] / (double)s);
-        q = q > 32767.0 ? 32767.0 : (q < -32767.0 ? -32767.0 : q);
-        dst[p] = s * (float)q;
+        float q = rintf(src[p] / s);
+        q = q > 32767.f ? 32767.f : (q < -32767.f ? -32767.f : q);
+        dst[p] = s * q;
       }
     }
   }
