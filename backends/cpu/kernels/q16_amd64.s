@@ -1,4 +1,5 @@
 #include "textflag.h"
+#include "rows4_amd64.h"
 
 // Hand-written (not from gen_asm.go): the int8 × int16 dot products of MatVecTInt8Q16.
 
@@ -52,14 +53,7 @@ TEXT ·dotQ16VNNI4(SB), NOSPLIT, $0-48
 	MOVQ x+24(FP), DI
 	MOVQ scale+32(FP), R9
 	MOVQ out+40(FP), BX
-	LEAQ (SI)(DX*1), R10
-	LEAQ (SI)(DX*2), R11
-	LEAQ (R10)(DX*2), R12
-	LEAQ (R11)(DX*2), R13 // the next four rows, which the loop prefetches 128 bytes at a time
-	VPXORD Z0, Z0, Z0
-	VPXORD Z1, Z1, Z1
-	VPXORD Z2, Z2, Z2
-	VPXORD Z3, Z3, Z3
+	ROWS4_SETUP // R13: the next four rows, which the loop prefetches 128 bytes at a time
 	TESTQ CX, CX
 	JEQ   done4
 
@@ -99,27 +93,7 @@ loop4:
 	JNE  loop4
 
 done4:
-	VEXTRACTF32X8 $1, Z0, Y4
-	VEXTRACTF32X8 $1, Z1, Y5
-	VEXTRACTF32X8 $1, Z2, Y6
-	VEXTRACTF32X8 $1, Z3, Y7
-	VADDPS Y4, Y0, Y0
-	VADDPS Y5, Y1, Y1
-	VADDPS Y6, Y2, Y2
-	VADDPS Y7, Y3, Y3
-	VEXTRACTF128 $1, Y0, X4
-	VEXTRACTF128 $1, Y1, X5
-	VEXTRACTF128 $1, Y2, X6
-	VEXTRACTF128 $1, Y3, X7
-	VADDPS X4, X0, X0
-	VADDPS X5, X1, X1
-	VADDPS X6, X2, X2
-	VADDPS X7, X3, X3
-	VHADDPS X1, X0, X0
-	VHADDPS X3, X2, X2
-	VHADDPS X2, X0, X0
-	VMOVUPS X0, (BX)
-	VZEROUPPER
+	ROWS4_STORE
 	RET
 
 // func q16RoundAVX512(nblocks int, x *float32, q *int16, scale *float32, deq *float32)
