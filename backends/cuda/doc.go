@@ -58,7 +58,8 @@
 // runs and steps. Only Write (inputs) and Read (requested outputs) cross to the host, and both are
 // synchronous copies ordered after the kernels queued before them. Kernels own small device
 // scratch areas (SSDGrad's state checkpoints, norm-gradient partial sums, batched-GEMM pointer
-// arrays, error records, QuantMatMul's float32 panels of a quantized weight, at most 16 MiB each)
+// arrays, error records, QuantMatMul's float32 panels of a quantized weight, at most 16 MiB each,
+// and for int8 weights its x rounded to int16 per block, as large as x)
 // allocated at Compile; they are freed by the kernel's Close method (which the Backend interface
 // does not require) or by the backend's Close.
 //

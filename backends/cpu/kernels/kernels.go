@@ -88,7 +88,8 @@ func Threads() int { return blasThreads() }
 // Kernels names the kernels in use: "simd-avx512", "simd-avx2" or "generic" for the vector
 // kernels, "+asm-avx512"/"+asm-avx2" when the GEMM micro-kernel is assembly and the vector
 // kernels are not at the same level (a build without GOEXPERIMENT=simd), "+vnni" when int8
-// products use AVX-512 VNNI, and "+blas" when OpenBLAS is loaded and enabled. Calling it loads OpenBLAS if present.
+// products use AVX-512 VNNI, and "+blas" when OpenBLAS is loaded and enabled. Calling it loads
+// OpenBLAS if present.
 func Kernels() string {
 	var b strings.Builder
 	if vecLevel == Generic {
