@@ -1,9 +1,9 @@
 // Quantized weights (ops.QuantMatMul, ops.QuantGather): matrices stored as bfloat16 or float16
 // bits, or as int8 with one float32 scale per row, widened to float32 as they are read; the
 // activations, the sums and the results are float32 (for int8 weights the activations are first
-// rounded per block by quant_round_act, as the op defines). Each kernel comes in three variants named
-// after the storage: _bf16, _f16 and _i8. A kernel takes the scale pointer in every variant; it is
-// null for bfloat16 and float16 and the per-row scale [rows] for int8.
+// rounded per block by quant_round_act, as the op defines). Each kernel comes in three variants
+// named after the storage: _bf16, _f16 and _i8. A kernel takes the scale pointer in every
+// variant; it is null for bfloat16 and float16 and the per-row scale [rows] for int8.
 //
 // The widening is bitwise package quant's: bfloat16 is the upper half of a float32, float16 is
 // converted with integer operations (exact, subnormals, infinities and NaN payloads included, and
@@ -129,9 +129,9 @@ FOR_QUANTS(QUANT_DEQUANT)
 // Int16Blocks and RoundInt16Blocks, bitwise): each block of 32 consecutive values of a row (the
 // last one possibly shorter) gets scale = max|block|/32767 and becomes scale·q with q the value
 // divided by the scale in float32 (IEEE division: NVRTC's default -prec-div=true), rounded half
-// to even and clamped to ±32767. A block
-// holding an Inf or NaN becomes NaN; an all-zero one (or one whose scale underflows) zeros. One
-// thread per block: x is a few rows of activations, small next to the weight.
+// to even and clamped to ±32767. A block holding an Inf or NaN becomes NaN; an all-zero one (or
+// one whose scale underflows) zeros. One thread per block: x is a few rows of activations, small
+// next to the weight.
 KERNEL void quant_round_act(i64 rows, i64 k, const float* x, float* out) {
   const i64 nb = (k + 31) / 32, total = rows * nb;
   for (i64 i = gtid(); i < total; i += gstride()) {
