@@ -170,30 +170,41 @@ func hostLen(v any) int {
 	return -1
 }
 
-// copySlice copies src into dst when both are slices of the same element type, reporting whether
-// they were.
+// copySlice copies src into dst when both are slices of the same element type and src fits,
+// reporting whether it did.
 func copySlice(dst, src any) bool {
-	switch d := dst.(type) {
-	case []float32:
-		return copyAs(d, src)
-	case []float64:
-		return copyAs(d, src)
-	case []int64:
-		return copyAs(d, src)
-	case []uint16:
-		return copyAs(d, src)
-	case []int8:
-		return copyAs(d, src)
-	}
-	return false
+	ok, fits := copyAt(dst, 0, src)
+	return ok && fits
 }
 
-func copyAs[T elem](dst []T, src any) bool {
-	s, ok := src.([]T)
-	if ok {
-		copy(dst, s)
+// copyAt copies src into dst from element offset when both are slices of the same element type
+// (ok) and src fits there (fits); otherwise it copies nothing.
+func copyAt(dst any, offset int, src any) (ok, fits bool) {
+	switch d := dst.(type) {
+	case []float32:
+		return copyAs(d, offset, src)
+	case []float64:
+		return copyAs(d, offset, src)
+	case []int64:
+		return copyAs(d, offset, src)
+	case []uint16:
+		return copyAs(d, offset, src)
+	case []int8:
+		return copyAs(d, offset, src)
 	}
-	return ok
+	return false, false
+}
+
+func copyAs[T elem](dst []T, offset int, src any) (ok, fits bool) {
+	s, ok := src.([]T)
+	if !ok {
+		return false, false
+	}
+	if offset < 0 || offset > len(dst) || len(s) > len(dst)-offset {
+		return true, false
+	}
+	copy(dst[offset:], s)
+	return true, true
 }
 
 func describe(v any) string {
