@@ -9,15 +9,31 @@
 // the row length) as it goes, one group ahead, which kept the memory busy where the hardware
 // prefetcher, seeing four short streams, did not.
 
+// MV4_ARGS loads the arguments n (CX), w (SI), ldw (DX, in bytes: shifted left by shift), x (DI)
+// and out (BX), then runs ROWS4_SETUP.
+#define MV4_ARGS(shift) \
+	MOVQ n+0(FP), CX; \
+	MOVQ w+8(FP), SI; \
+	MOVQ ldw+16(FP), DX; \
+	SHLQ $shift, DX; \
+	MOVQ x+24(FP), DI; \
+	MOVQ out+32(FP), BX; \
+	ROWS4_SETUP
+
+// MV4_NEXT moves the four rows on by wbytes (sixteen elements), the prefetch pointer by
+// pbytes (four times that), x by sixteen float32, and counts sixteen elements off CX.
+#define MV4_NEXT(wbytes, pbytes) \
+	ADDQ $wbytes, SI; \
+	ADDQ $wbytes, R10; \
+	ADDQ $wbytes, R11; \
+	ADDQ $wbytes, R12; \
+	ADDQ $pbytes, R13; \
+	ADDQ $64, DI; \
+	SUBQ $16, CX
+
 // func asm4F32(n int, w *float32, ldw int, x *float32, out *[4]float32)
 TEXT ·asm4F32(SB), NOSPLIT, $0-40
-	MOVQ n+0(FP), CX
-	MOVQ w+8(FP), SI
-	MOVQ ldw+16(FP), DX
-	SHLQ $2, DX
-	MOVQ x+24(FP), DI
-	MOVQ out+32(FP), BX
-	ROWS4_SETUP
+	MV4_ARGS(2)
 	TESTQ CX, CX
 	JEQ   doneasm4F32
 loopasm4F32:
@@ -34,13 +50,7 @@ loopasm4F32:
 	VFMADD231PS Z9, Z13, Z1
 	VFMADD231PS Z9, Z14, Z2
 	VFMADD231PS Z9, Z15, Z3
-	ADDQ $64, SI
-	ADDQ $64, R10
-	ADDQ $64, R11
-	ADDQ $64, R12
-	ADDQ $256, R13
-	ADDQ $64, DI
-	SUBQ $16, CX
+	MV4_NEXT(64, 256)
 	JNE  loopasm4F32
 doneasm4F32:
 	ROWS4_STORE
@@ -48,13 +58,7 @@ doneasm4F32:
 
 // func asm4BF16(n int, w *uint16, ldw int, x *float32, out *[4]float32)
 TEXT ·asm4BF16(SB), NOSPLIT, $0-40
-	MOVQ n+0(FP), CX
-	MOVQ w+8(FP), SI
-	MOVQ ldw+16(FP), DX
-	SHLQ $1, DX
-	MOVQ x+24(FP), DI
-	MOVQ out+32(FP), BX
-	ROWS4_SETUP
+	MV4_ARGS(1)
 	TESTQ CX, CX
 	JEQ   doneasm4BF16
 loopasm4BF16:
@@ -73,13 +77,7 @@ loopasm4BF16:
 	VFMADD231PS Z9, Z13, Z1
 	VFMADD231PS Z9, Z14, Z2
 	VFMADD231PS Z9, Z15, Z3
-	ADDQ $32, SI
-	ADDQ $32, R10
-	ADDQ $32, R11
-	ADDQ $32, R12
-	ADDQ $128, R13
-	ADDQ $64, DI
-	SUBQ $16, CX
+	MV4_NEXT(32, 128)
 	JNE  loopasm4BF16
 doneasm4BF16:
 	ROWS4_STORE
@@ -87,13 +85,7 @@ doneasm4BF16:
 
 // func asm4F16(n int, w *uint16, ldw int, x *float32, out *[4]float32)
 TEXT ·asm4F16(SB), NOSPLIT, $0-40
-	MOVQ n+0(FP), CX
-	MOVQ w+8(FP), SI
-	MOVQ ldw+16(FP), DX
-	SHLQ $1, DX
-	MOVQ x+24(FP), DI
-	MOVQ out+32(FP), BX
-	ROWS4_SETUP
+	MV4_ARGS(1)
 	TESTQ CX, CX
 	JEQ   doneasm4F16
 loopasm4F16:
@@ -108,13 +100,7 @@ loopasm4F16:
 	VFMADD231PS Z9, Z13, Z1
 	VFMADD231PS Z9, Z14, Z2
 	VFMADD231PS Z9, Z15, Z3
-	ADDQ $32, SI
-	ADDQ $32, R10
-	ADDQ $32, R11
-	ADDQ $32, R12
-	ADDQ $128, R13
-	ADDQ $64, DI
-	SUBQ $16, CX
+	MV4_NEXT(32, 128)
 	JNE  loopasm4F16
 doneasm4F16:
 	ROWS4_STORE
