@@ -42,20 +42,10 @@ func dotF32AVX512(n int, w *float32, x *float32) float32
 //go:noescape
 func dotF32AVX2(n int, w *float32, x *float32) float32
 
-// dotF16AVX512 returns Σ_{p<n} half(w[p])·x[p]; n must be a multiple of 64.
-//
-//go:noescape
-func dotF16AVX512(n int, w *uint16, x *float32) float32
-
 // dotF16AVX2 returns Σ_{p<n} half(w[p])·x[p]; n must be a multiple of 32.
 //
 //go:noescape
 func dotF16AVX2(n int, w *uint16, x *float32) float32
-
-// dotBF16AVX512 returns Σ_{p<n} bfloat16(w[p])·x[p]; n must be a multiple of 64.
-//
-//go:noescape
-func dotBF16AVX512(n int, w *uint16, x *float32) float32
 
 // dotBF16AVX2 returns Σ_{p<n} bfloat16(w[p])·x[p]; n must be a multiple of 32.
 //

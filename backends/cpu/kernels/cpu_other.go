@@ -10,7 +10,7 @@ func detectVNNI() bool { return false }
 var (
 	sgemmAVX512P, sgemmAVX512R, sgemmAVX2P, sgemmAVX2R           microKernel
 	transpose16x16AVX512, transpose8x8AVX2                       transposer
-	dotF16AVX512, dotF16AVX2, dotBF16AVX512, dotBF16AVX2         func(n int, w *uint16, x *float32) float32
+	dotF16AVX2, dotBF16AVX2                                      func(n int, w *uint16, x *float32) float32
 	dotI8AVX512, dotI8AVX2                                       func(n int, w *int8, x *float32) float32
 	dotF32AVX512, dotF32AVX2                                     func(n int, w *float32, x *float32) float32
 	widenF16AVX512, widenF16AVX2, widenBF16AVX512, widenBF16AVX2 func(n int, w *uint16, dst *float32, scale float32)

@@ -66,8 +66,8 @@ func MatVecTBF16(y []float32, w BF16Matrix, x []float32, lo, hi int) {
 		matVecT4(y, w.Data, x, w.K, lo, hi, mv4BF16, quant.BF16ToFloat32)
 		return
 	}
-	if dot, step := asmDot(dotBF16AVX512, dotBF16AVX2); dot != nil && w.K >= step {
-		matVecTAsm(y, w.Data, nil, x, w.K, lo, hi, dot, step, quant.BF16ToFloat32)
+	if gemmLevel == AVX2 && w.K >= 32 {
+		matVecTAsm(y, w.Data, nil, x, w.K, lo, hi, dotBF16AVX2, 32, quant.BF16ToFloat32)
 		return
 	}
 	switch vecLevel {
@@ -214,8 +214,9 @@ func (m F16Matrix) Dequantize(dst []float32) {
 }
 
 // MatVecTF16 sets y[j] = Σ_p W[j,p]·x[p] for rows j in [lo,hi), accumulating in float32.
-// The conversion is VCVTPH2PS (assembly, F16C) on AVX2/AVX-512 CPUs in every build, a
-// 256 KiB table elsewhere.
+// The conversion is VCVTPH2PS (assembly, F16C) in every build: the four-row kernels on AVX-512
+// CPUs for rows of at least 16 elements, a one-row dot product on AVX2 ones for rows of at least
+// 32; a 256 KiB table elsewhere.
 func MatVecTF16(y []float32, w F16Matrix, x []float32, lo, hi int) {
 	fn := "MatVecTF16"
 	checkDims(fn, w.N, w.K)
@@ -227,8 +228,8 @@ func MatVecTF16(y []float32, w F16Matrix, x []float32, lo, hi int) {
 		matVecT4(y, w.Data, x, w.K, lo, hi, mv4F16, quant.F16ToFloat32)
 		return
 	}
-	if dot, step := asmDot(dotF16AVX512, dotF16AVX2); dot != nil && w.K >= step {
-		matVecTAsm(y, w.Data, nil, x, w.K, lo, hi, dot, step, quant.F16ToFloat32)
+	if gemmLevel == AVX2 && w.K >= 32 {
+		matVecTAsm(y, w.Data, nil, x, w.K, lo, hi, dotF16AVX2, 32, quant.F16ToFloat32)
 		return
 	}
 	matVecTF16Generic(y, w.Data, x[:w.K], w.K, lo, hi)
