@@ -198,14 +198,13 @@ func matVecT(y, w, x []float32, k, lo, hi int) {
 		return
 	}
 	switch vecLevel {
-	case AVX512:
-		matVecTAVX512(y, w, x, k, lo, hi)
-	case AVX2:
+	case AVX512, AVX2:
+		// On AVX-512 CPUs only rows shorter than 16 elements get here: 8-wide vectors serve them.
 		matVecTAVX2(y, w, x, k, lo, hi)
 	default:
-		// The plain build: the assembly dot product, one row at a time, when the CPU has it.
-		if dot, step := asmDot(dotF32AVX512, dotF32AVX2); dot != nil && k >= step {
-			matVecTAsm(y, w, nil, x, k, lo, hi, dot, step, func(v float32) float32 { return v })
+		// The plain build on an AVX2 CPU: the assembly dot product, one row at a time.
+		if gemmLevel == AVX2 && k >= 32 {
+			matVecTAsm(y, w, nil, x, k, lo, hi, dotF32AVX2, 32, func(v float32) float32 { return v })
 			return
 		}
 		matVecTGeneric(y, w, x, k, lo, hi)

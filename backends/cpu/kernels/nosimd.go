@@ -9,16 +9,11 @@ const simdBuild = false
 
 func simdLevel() Level { return Generic }
 
-func dotAVX512(x, y []float32) float32               { return dotGeneric(x, y) }
-func axpyAVX512(a float32, x, y []float32)           { axpyGeneric(a, x, y) }
-func matVecTAVX512(y, w, x []float32, k, lo, hi int) { matVecTGeneric(y, w, x, k, lo, hi) }
-func dotAVX2(x, y []float32) float32                 { return dotGeneric(x, y) }
-func axpyAVX2(a float32, x, y []float32)             { axpyGeneric(a, x, y) }
-func matVecTAVX2(y, w, x []float32, k, lo, hi int)   { matVecTGeneric(y, w, x, k, lo, hi) }
-
-func matVecTBF16AVX512(y []float32, w []uint16, x []float32, k, lo, hi int) {
-	matVecTBF16Generic(y, w, x, k, lo, hi)
-}
+func dotAVX512(x, y []float32) float32             { return dotGeneric(x, y) }
+func axpyAVX512(a float32, x, y []float32)         { axpyGeneric(a, x, y) }
+func dotAVX2(x, y []float32) float32               { return dotGeneric(x, y) }
+func axpyAVX2(a float32, x, y []float32)           { axpyGeneric(a, x, y) }
+func matVecTAVX2(y, w, x []float32, k, lo, hi int) { matVecTGeneric(y, w, x, k, lo, hi) }
 
 func matVecTBF16AVX2(y []float32, w []uint16, x []float32, k, lo, hi int) {
 	matVecTBF16Generic(y, w, x, k, lo, hi)

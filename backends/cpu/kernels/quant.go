@@ -71,9 +71,7 @@ func MatVecTBF16(y []float32, w BF16Matrix, x []float32, lo, hi int) {
 		return
 	}
 	switch vecLevel {
-	case AVX512:
-		matVecTBF16AVX512(y, w.Data, x, w.K, lo, hi)
-	case AVX2:
+	case AVX512, AVX2: // on AVX-512 CPUs only rows shorter than 16 elements
 		matVecTBF16AVX2(y, w.Data, x, w.K, lo, hi)
 	default:
 		matVecTBF16Generic(y, w.Data, x, w.K, lo, hi)

@@ -54,12 +54,6 @@ func part8(s []float32) archsimd.Float32x8 {
 	return archsimd.LoadFloat32x8(&b)
 }
 
-func padU16x16(s []uint16) *[16]uint16 {
-	var b [16]uint16
-	copy(b[:], s)
-	return &b
-}
-
 func padU16x8(s []uint16) *[8]uint16 {
 	var b [8]uint16
 	copy(b[:], s)
@@ -181,120 +175,6 @@ func axpyAVX2(a float32, x, y []float32) {
 // compiler runs out of general-purpose registers and spills the loop counter. One accumulator
 // per row is enough, the loop being bound by memory rather than FMA latency. A row's result is
 // the same whichever kernel computes it, so it does not depend on how rows are split.
-
-//go:noinline
-func mv4F32AVX512(p0, px unsafe.Pointer, ld, n int) (s0, s1, s2, s3 float32) {
-	p1 := unsafe.Add(p0, ld*4)
-	p2 := unsafe.Add(p1, ld*4)
-	p3 := unsafe.Add(p2, ld*4)
-	var a0, a1, a2, a3 archsimd.Float32x16
-	for p := 0; p < n; p += 16 {
-		xv := ld16(px, p)
-		a0 = ld16(p0, p).MulAdd(xv, a0)
-		a1 = ld16(p1, p).MulAdd(xv, a1)
-		a2 = ld16(p2, p).MulAdd(xv, a2)
-		a3 = ld16(p3, p).MulAdd(xv, a3)
-	}
-	return hsum16(a0), hsum16(a1), hsum16(a2), hsum16(a3)
-}
-
-//go:noinline
-func mv1F32AVX512(p0, px unsafe.Pointer, n int) float32 {
-	var a0 archsimd.Float32x16
-	for p := 0; p < n; p += 16 {
-		a0 = ld16(p0, p).MulAdd(ld16(px, p), a0)
-	}
-	return hsum16(a0)
-}
-
-// tailF32AVX512 is Σ w[p]·x[p] over the last < 16 elements.
-func tailF32AVX512(w []float32, x []float32) float32 {
-	if len(w) == 0 {
-		return 0
-	}
-	return hsum16(part16(w).Mul(part16(x)))
-}
-
-// matVecTF32AVX512 sets y[j] = scale[j]·(W[j,:]·x) for j in [lo,hi) (scale nil: 1).
-func matVecTF32AVX512(y []float32, w []float32, scale, x []float32, k, lo, hi int) {
-	x = x[:k]
-	_ = w[hi*k-1]
-	px := f32p(x)
-	n := k &^ 15
-	j := lo
-	for ; j+4 <= hi; j += 4 {
-		s0, s1, s2, s3 := mv4F32AVX512(unsafe.Pointer(&w[j*k]), px, k, n)
-		y[j] = s0 + tailF32AVX512(w[j*k+n:j*k+k], x[n:])
-		y[j+1] = s1 + tailF32AVX512(w[(j+1)*k+n:(j+1)*k+k], x[n:])
-		y[j+2] = s2 + tailF32AVX512(w[(j+2)*k+n:(j+2)*k+k], x[n:])
-		y[j+3] = s3 + tailF32AVX512(w[(j+3)*k+n:(j+3)*k+k], x[n:])
-	}
-	for ; j < hi; j++ {
-		y[j] = mv1F32AVX512(unsafe.Pointer(&w[j*k]), px, n) + tailF32AVX512(w[j*k+n:j*k+k], x[n:])
-	}
-	if scale != nil {
-		for j := lo; j < hi; j++ {
-			y[j] *= scale[j]
-		}
-	}
-}
-
-//go:noinline
-func mv4BF16AVX512(p0, px unsafe.Pointer, ld, n int) (s0, s1, s2, s3 float32) {
-	p1 := unsafe.Add(p0, ld*2)
-	p2 := unsafe.Add(p1, ld*2)
-	p3 := unsafe.Add(p2, ld*2)
-	var a0, a1, a2, a3 archsimd.Float32x16
-	for p := 0; p < n; p += 16 {
-		xv := ld16(px, p)
-		a0 = ldBF16x16(p0, p).MulAdd(xv, a0)
-		a1 = ldBF16x16(p1, p).MulAdd(xv, a1)
-		a2 = ldBF16x16(p2, p).MulAdd(xv, a2)
-		a3 = ldBF16x16(p3, p).MulAdd(xv, a3)
-	}
-	return hsum16(a0), hsum16(a1), hsum16(a2), hsum16(a3)
-}
-
-//go:noinline
-func mv1BF16AVX512(p0, px unsafe.Pointer, n int) float32 {
-	var a0 archsimd.Float32x16
-	for p := 0; p < n; p += 16 {
-		a0 = ldBF16x16(p0, p).MulAdd(ld16(px, p), a0)
-	}
-	return hsum16(a0)
-}
-
-// tailBF16AVX512 is Σ w[p]·x[p] over the last < 16 elements.
-func tailBF16AVX512(w []uint16, x []float32) float32 {
-	if len(w) == 0 {
-		return 0
-	}
-	return hsum16(bf16Part16(w).Mul(part16(x)))
-}
-
-// matVecTBF16AVX512 sets y[j] = scale[j]·(W[j,:]·x) for j in [lo,hi) (scale nil: 1).
-func matVecTBF16AVX512x(y []float32, w []uint16, scale, x []float32, k, lo, hi int) {
-	x = x[:k]
-	_ = w[hi*k-1]
-	px := f32p(x)
-	n := k &^ 15
-	j := lo
-	for ; j+4 <= hi; j += 4 {
-		s0, s1, s2, s3 := mv4BF16AVX512(unsafe.Pointer(&w[j*k]), px, k, n)
-		y[j] = s0 + tailBF16AVX512(w[j*k+n:j*k+k], x[n:])
-		y[j+1] = s1 + tailBF16AVX512(w[(j+1)*k+n:(j+1)*k+k], x[n:])
-		y[j+2] = s2 + tailBF16AVX512(w[(j+2)*k+n:(j+2)*k+k], x[n:])
-		y[j+3] = s3 + tailBF16AVX512(w[(j+3)*k+n:(j+3)*k+k], x[n:])
-	}
-	for ; j < hi; j++ {
-		y[j] = mv1BF16AVX512(unsafe.Pointer(&w[j*k]), px, n) + tailBF16AVX512(w[j*k+n:j*k+k], x[n:])
-	}
-	if scale != nil {
-		for j := lo; j < hi; j++ {
-			y[j] *= scale[j]
-		}
-	}
-}
 
 //go:noinline
 func mv4I8AVX512(p0, px unsafe.Pointer, ld, n int) (s0, s1, s2, s3 float32) {
@@ -545,16 +425,8 @@ func matVecTI8AVX2(y []float32, w []int8, scale, x []float32, k, lo, hi int) {
 	}
 }
 
-func ldBF16x16(p unsafe.Pointer, i int) archsimd.Float32x16 {
-	return archsimd.LoadUint16x16((*[16]uint16)(unsafe.Add(p, i*2))).ExtendToUint32().ShiftAllLeft(16).AsFloat32x16()
-}
-
 func ldBF16x8(p unsafe.Pointer, i int) archsimd.Float32x8 {
 	return archsimd.LoadUint16x8((*[8]uint16)(unsafe.Add(p, i*2))).ExtendToUint32().ShiftAllLeft(16).AsFloat32x8()
-}
-
-func bf16Part16(s []uint16) archsimd.Float32x16 {
-	return archsimd.LoadUint16x16(padU16x16(s)).ExtendToUint32().ShiftAllLeft(16).AsFloat32x16()
 }
 
 func bf16Part8(s []uint16) archsimd.Float32x8 {
@@ -571,12 +443,7 @@ func i8Part16(s []int8) archsimd.Float32x16 {
 
 // Entry points used by the dispatch in kernels.go and quant.go.
 
-func matVecTAVX512(y, w, x []float32, k, lo, hi int) { matVecTF32AVX512(y, w, nil, x, k, lo, hi) }
-func matVecTAVX2(y, w, x []float32, k, lo, hi int)   { matVecTF32AVX2(y, w, nil, x, k, lo, hi) }
-
-func matVecTBF16AVX512(y []float32, w []uint16, x []float32, k, lo, hi int) {
-	matVecTBF16AVX512x(y, w, nil, x, k, lo, hi)
-}
+func matVecTAVX2(y, w, x []float32, k, lo, hi int) { matVecTF32AVX2(y, w, nil, x, k, lo, hi) }
 
 func matVecTBF16AVX2(y []float32, w []uint16, x []float32, k, lo, hi int) {
 	matVecTBF16AVX2x(y, w, nil, x, k, lo, hi)
