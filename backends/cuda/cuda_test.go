@@ -268,15 +268,7 @@ func TestGoldenParity(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rows := func(lo, hi int) [][]int {
-				r := make([][]int, B)
-				for b := range r {
-					for j := lo; j < hi; j++ {
-						r[b] = append(r[b], int(idsData[b*T+j]))
-					}
-				}
-				return r
-			}
+			rows := func(lo, hi int) [][]int { return tokenRows(idsData, B, T, lo, hi) }
 			s, err := mg.NewSession(B)
 			if err != nil {
 				t.Fatal(err)
@@ -359,15 +351,7 @@ func testQuantizedParity(t *testing.T, be backends.Backend, cpuBe backends.Backe
 
 			// Prefill then one token at a time, both backends in step.
 			P, K := T/2, T-T/2
-			rows := func(lo, hi int) [][]int {
-				r := make([][]int, B)
-				for b := range r {
-					for j := lo; j < hi; j++ {
-						r[b] = append(r[b], int(idsData[b*T+j]))
-					}
-				}
-				return r
-			}
+			rows := func(lo, hi int) [][]int { return tokenRows(idsData, B, T, lo, hi) }
 			sg, err := mg.NewSession(B)
 			if err != nil {
 				t.Fatal(err)
@@ -665,4 +649,16 @@ func TestMatMulPathsMatchCPU(t *testing.T) {
 			}
 		}
 	}
+}
+
+// tokenRows returns columns [lo,hi) of a row-major [B, T] batch of token ids, one slice per row:
+// the argument FeedTokens takes.
+func tokenRows(ids []int64, B, T, lo, hi int) [][]int {
+	r := make([][]int, B)
+	for b := range r {
+		for t := lo; t < hi; t++ {
+			r[b] = append(r[b], int(ids[b*T+t]))
+		}
+	}
+	return r
 }

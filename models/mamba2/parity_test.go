@@ -176,15 +176,7 @@ func TestParityPrefillThenSteps(t *testing.T) {
 			P, K := g.scalar(t, "trace_prefill_len"), g.scalar(t, "trace_num_steps")
 			require.Equal(t, T, P+K)
 			all := ids.Data().([]int64)
-			rows := func(lo, hi int) [][]int {
-				r := make([][]int, B)
-				for b := range r {
-					for t := lo; t < hi; t++ {
-						r[b] = append(r[b], int(all[b*T+t]))
-					}
-				}
-				return r
-			}
+			rows := func(lo, hi int) [][]int { return tokenRows(all, B, T, lo, hi) }
 			s, err := m.NewSession(B)
 			require.NoError(t, err)
 			defer s.Close()
@@ -211,4 +203,16 @@ func TestParityPrefillThenSteps(t *testing.T) {
 			requireClose(t, "ssm_state", stateTensor(t, s, false), want, shape)
 		})
 	}
+}
+
+// tokenRows returns columns [lo,hi) of a row-major [B, T] batch of token ids, one slice per row:
+// the argument FeedTokens takes.
+func tokenRows(ids []int64, B, T, lo, hi int) [][]int {
+	r := make([][]int, B)
+	for b := range r {
+		for t := lo; t < hi; t++ {
+			r[b] = append(r[b], int(ids[b*T+t]))
+		}
+	}
+	return r
 }

@@ -128,15 +128,7 @@ func TestQuantizedWeights(t *testing.T) {
 				require.NoError(t, err)
 				defer s2.Close()
 				P := T / 2
-				rows := func(lo, hi int) [][]int {
-					r := make([][]int, B)
-					for b := range r {
-						for i := lo; i < hi; i++ {
-							r[b] = append(r[b], int(all[b*T+i]))
-						}
-					}
-					return r
-				}
+				rows := func(lo, hi int) [][]int { return tokenRows(all, B, T, lo, hi) }
 				_, err = s2.FeedTokens(rows(0, P))
 				require.NoError(t, err)
 				// The two paths' float32 sums differ in their last bits, and with int8 weights such
