@@ -46,17 +46,7 @@ FOR_WIDTHS(PAD)
 // gather: y[i, :] = table[idx[i], :] for a [rows, d] table.
 template <typename E>
 __device__ void gather_t(i64 nidx, i64 rows, i64 d, const E* table, const i64* idx, E* y, i64* rec) {
-  i64 total = nidx * d;
-  for (i64 i = gtid(); i < total; i += gstride()) {
-    i64 k = i / d, j = i % d;
-    i64 t = idx[k];
-    if (t < 0 || t >= rows) {
-      if (j == 0) report(rec, k);
-      y[i] = (E)0;
-      continue;
-    }
-    y[i] = table[t * d + j];
-  }
+  gather_rows<E>(nidx, rows, d, idx, y, rec, [=](i64 t, i64 j) { return table[t * d + j]; });
 }
 
 #define GATHER(E, S)                                                                                 \

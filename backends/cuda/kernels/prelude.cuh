@@ -101,3 +101,21 @@ __device__ __forceinline__ void report(i64* rec, i64 pos) {
   atomicAdd((u64*)rec, 1ULL);
   atomicMin((u64*)(rec + 1), (u64)pos);
 }
+
+// gather_rows sets y[i, j] = get(idx[i], j) for the nidx indices and the d columns of a table of
+// rows rows; an index outside [0, rows) is reported and its row of y zeroed. Gather and
+// QuantGather differ only in get, which reads (and for QuantGather widens) one table element.
+template <typename E, typename Get>
+__device__ __forceinline__ void gather_rows(i64 nidx, i64 rows, i64 d, const i64* idx, E* y, i64* rec, Get get) {
+  i64 total = nidx * d;
+  for (i64 i = gtid(); i < total; i += gstride()) {
+    i64 k = i / d, j = i % d;
+    i64 t = idx[k];
+    if (t < 0 || t >= rows) {
+      if (j == 0) report(rec, k);
+      y[i] = (E)0;
+      continue;
+    }
+    y[i] = get(t, j);
+  }
+}

@@ -83,17 +83,7 @@ __device__ __forceinline__ float deq(const typename Q::W* w, const float* scale,
 template <typename Q>
 __device__ void quant_gather_t(i64 nidx, i64 rows, i64 d, const typename Q::W* table, const i64* idx,
                                const float* scale, float* y, i64* rec) {
-  i64 total = nidx * d;
-  for (i64 i = gtid(); i < total; i += gstride()) {
-    i64 k = i / d, j = i % d;
-    i64 t = idx[k];
-    if (t < 0 || t >= rows) {
-      if (j == 0) report(rec, k);
-      y[i] = 0.f;
-      continue;
-    }
-    y[i] = deq<Q>(table, scale, t, d, j);
-  }
+  gather_rows<float>(nidx, rows, d, idx, y, rec, [=](i64 t, i64 j) { return deq<Q>(table, scale, t, d, j); });
 }
 
 #define QUANT_GATHER(Q, S)                                                                                  \
