@@ -3,7 +3,6 @@ package cpu
 import (
 	"fmt"
 	"math"
-	"sync"
 
 	"github.com/mamba2go/mamba2/backends"
 	"github.com/mamba2go/mamba2/ops"
@@ -87,7 +86,7 @@ type binaryKernel[T Float] struct {
 	c      []T
 	fn     func(lo, hi int)
 	flatFn func(lo, hi int)
-	wg     sync.WaitGroup
+	par    parallel
 }
 
 func compileBinary(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
@@ -127,10 +126,10 @@ func (k *binaryKernel[T]) Run(in, out []backends.Buffer) error {
 		return err
 	}
 	if k.same {
-		k.be.pool.parallelFor(&k.wg, len(k.c), 1<<15, k.flatFn)
+		k.be.pool.parallelFor(&k.par, len(k.c), 1<<15, k.flatFn)
 		return nil
 	}
-	k.be.pool.parallelFor(&k.wg, k.l.rows, max(1, (1<<15)/max(1, k.l.inner)), k.fn)
+	k.be.pool.parallelFor(&k.par, k.l.rows, max(1, (1<<15)/max(1, k.l.inner)), k.fn)
 	return nil
 }
 
@@ -187,7 +186,7 @@ type unaryKernel[T Float] struct {
 	op       backends.Op
 	x, y     []T
 	fn       func(lo, hi int)
-	wg       sync.WaitGroup
+	par      parallel
 	lo, hi   T
 	fac, off T
 }
@@ -228,7 +227,7 @@ func (k *unaryKernel[T]) Run(in, out []backends.Buffer) error {
 	if k.y, err = data[T](out, 0); err != nil {
 		return err
 	}
-	k.be.pool.parallelFor(&k.wg, len(k.y), 1<<14, k.fn)
+	k.be.pool.parallelFor(&k.par, len(k.y), 1<<14, k.fn)
 	return nil
 }
 

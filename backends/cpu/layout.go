@@ -2,7 +2,6 @@ package cpu
 
 import (
 	"fmt"
-	"sync"
 
 	"github.com/mamba2go/mamba2/backends"
 	"github.com/mamba2go/mamba2/ops"
@@ -56,7 +55,7 @@ type transposeKernel[T layoutElem] struct {
 	size        int
 	x, y        []T
 	fn          func(lo, hi int)
-	wg          sync.WaitGroup
+	par         parallel
 }
 
 func compileTranspose(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
@@ -107,7 +106,7 @@ func (k *transposeKernel[T]) Run(in, out []backends.Buffer) error {
 	if err := checkLen("transpose output", len(k.y), k.size); err != nil {
 		return err
 	}
-	k.be.pool.parallelFor(&k.wg, k.rows, max(1, copyGrain/max(1, k.inner)), k.fn)
+	k.be.pool.parallelFor(&k.par, k.rows, max(1, copyGrain/max(1, k.inner)), k.fn)
 	return nil
 }
 
@@ -146,7 +145,7 @@ type blockCopyKernel[T layoutElem] struct {
 	zero               bool
 	x, y               []T
 	fn                 func(lo, hi int)
-	wg                 sync.WaitGroup
+	par                parallel
 	minBlocksPerThread int
 }
 
@@ -175,7 +174,7 @@ func (k *blockCopyKernel[T]) Run(in, out []backends.Buffer) error {
 	if k.zero {
 		clear(k.y)
 	}
-	k.be.pool.parallelFor(&k.wg, k.outer, k.minBlocksPerThread, k.fn)
+	k.be.pool.parallelFor(&k.par, k.outer, k.minBlocksPerThread, k.fn)
 	return nil
 }
 
@@ -246,7 +245,7 @@ type concatKernel[T layoutElem] struct {
 	xs        [][]T
 	y         []T
 	fn        func(lo, hi int)
-	wg        sync.WaitGroup
+	par       parallel
 	minPerThr int
 }
 
@@ -309,7 +308,7 @@ func (k *concatKernel[T]) Run(in, out []backends.Buffer) error {
 	if err := checkLen("concat output", len(k.y), k.dstBlock*k.outer); err != nil {
 		return err
 	}
-	k.be.pool.parallelFor(&k.wg, k.outer, k.minPerThr, k.fn)
+	k.be.pool.parallelFor(&k.par, k.outer, k.minPerThr, k.fn)
 	return nil
 }
 
@@ -343,7 +342,7 @@ type gatherKernel[T Float] struct {
 	idx     []int64
 	y       []T
 	fn      func(lo, hi int)
-	wg      sync.WaitGroup
+	par     parallel
 }
 
 func compileGather(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
@@ -390,7 +389,7 @@ func (k *gatherKernel[T]) Run(in, out []backends.Buffer) error {
 	if err := checkIndices("gather", k.idx, k.rows); err != nil {
 		return err
 	}
-	k.be.pool.parallelFor(&k.wg, k.n, max(1, copyGrain/max(1, k.d)), k.fn)
+	k.be.pool.parallelFor(&k.par, k.n, max(1, copyGrain/max(1, k.d)), k.fn)
 	return nil
 }
 
@@ -412,7 +411,7 @@ type scatterAddKernel[T Float] struct {
 	g       []T
 	y       []T
 	fn      func(lo, hi int)
-	wg      sync.WaitGroup
+	par     parallel
 }
 
 func compileScatterAdd(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
@@ -462,7 +461,7 @@ func (k *scatterAddKernel[T]) Run(in, out []backends.Buffer) error {
 		return err
 	}
 	clear(k.y)
-	k.be.pool.parallelFor(&k.wg, k.d, max(1, copyGrain/max(1, k.n)), k.fn)
+	k.be.pool.parallelFor(&k.par, k.d, max(1, copyGrain/max(1, k.n)), k.fn)
 	return nil
 }
 

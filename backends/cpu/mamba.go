@@ -3,7 +3,6 @@ package cpu
 import (
 	"fmt"
 	"math"
-	"sync"
 
 	"github.com/mamba2go/mamba2/backends"
 	"github.com/mamba2go/mamba2/ops"
@@ -63,7 +62,7 @@ type causalConvKernel[T Float] struct {
 	inDst, outDst         []*[]T
 	inSize, outSize       []int
 	fn                    func(lo, hi int)
-	wg                    sync.WaitGroup
+	par                   parallel
 }
 
 var (
@@ -144,7 +143,7 @@ func (k *causalConvKernel[T]) Run(in, out []backends.Buffer) error {
 			}
 		}
 	}
-	k.be.pool.parallelFor(&k.wg, k.nc, max(1, mambaGrain/max(1, k.nb*k.nt*k.nk)), k.fn)
+	k.be.pool.parallelFor(&k.par, k.nc, max(1, mambaGrain/max(1, k.nb*k.nt*k.nk)), k.fn)
 	return nil
 }
 
@@ -234,7 +233,7 @@ type causalConvGradKernel[T Float] struct {
 	inDst, outDst          []*[]T
 	inSize, outSize        []int
 	fn                     func(lo, hi int)
-	wg                     sync.WaitGroup
+	par                    parallel
 }
 
 func compileCausalConv1DGrad(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
@@ -280,7 +279,7 @@ func (k *causalConvGradKernel[T]) Run(in, out []backends.Buffer) error {
 		}
 		k.lens = l
 	}
-	k.be.pool.parallelFor(&k.wg, k.nc, max(1, mambaGrain/max(1, 3*k.nb*k.nt*k.nk)), k.fn)
+	k.be.pool.parallelFor(&k.par, k.nc, max(1, mambaGrain/max(1, 3*k.nb*k.nt*k.nk)), k.fn)
 	return nil
 }
 
@@ -418,7 +417,7 @@ type ssdKernel[T Float] struct {
 	inDst, outDst                   []*[]T
 	inSize, outSize                 []int
 	gatherFn, cbFn, headFn          func(lo, hi int)
-	wg                              sync.WaitGroup
+	par                             parallel
 }
 
 // ssdScratch is one worker's memory for a chunk of one head.
@@ -481,11 +480,11 @@ func (k *ssdKernel[T]) Run(in, out []backends.Buffer) error {
 	}
 	k.borrowScratch()
 	if d.G > 1 {
-		k.be.pool.parallelFor(&k.wg, d.B*d.T, max(1, mambaGrain/max(1, d.G*d.N)), k.gatherFn)
+		k.be.pool.parallelFor(&k.par, d.B*d.T, max(1, mambaGrain/max(1, d.G*d.N)), k.gatherFn)
 	}
-	k.be.pool.parallelFor(&k.wg, d.B*d.G*k.nc*k.nrb, max(1, mambaGrain/max(1, k.q*min(k.q, ssdBlock)*d.N)), k.cbFn)
+	k.be.pool.parallelFor(&k.par, d.B*d.G*k.nc*k.nrb, max(1, mambaGrain/max(1, k.q*min(k.q, ssdBlock)*d.N)), k.cbFn)
 	perHead := d.T * (k.q*d.P + 4*d.P*d.N)
-	k.be.pool.parallelFor(&k.wg, d.B*d.H, max(1, mambaGrain/max(1, perHead)), k.headFn)
+	k.be.pool.parallelFor(&k.par, d.B*d.H, max(1, mambaGrain/max(1, perHead)), k.headFn)
 	k.returnScratch()
 	return nil
 }
@@ -748,7 +747,7 @@ type ssdStepKernel[T Float] struct {
 	inDst, outDst                   []*[]T
 	inSize, outSize                 []int
 	fn                              func(lo, hi int)
-	wg                              sync.WaitGroup
+	par                             parallel
 }
 
 func compileSSDStep(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
@@ -787,7 +786,7 @@ func (k *ssdStepKernel[T]) Run(in, out []backends.Buffer) error {
 		return err
 	}
 	d := k.d
-	k.be.pool.parallelFor(&k.wg, d.B*d.H, max(1, mambaGrain/max(1, 3*d.P*d.N)), k.fn)
+	k.be.pool.parallelFor(&k.par, d.B*d.H, max(1, mambaGrain/max(1, 3*d.P*d.N)), k.fn)
 	return nil
 }
 
@@ -852,7 +851,7 @@ type ssdGradKernel[T Float] struct {
 	inDst, outDst            []*[]T
 	inSize, outSize          []int
 	fn, reduceFn             func(lo, hi int)
-	wg                       sync.WaitGroup
+	par                      parallel
 }
 
 func compileSSDGrad(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
@@ -914,9 +913,9 @@ func (k *ssdGradKernel[T]) Run(in, out []backends.Buffer) error {
 		return err
 	}
 	d := k.d
-	k.be.pool.parallelFor(&k.wg, d.B*d.G*k.parts, 1, k.fn)
+	k.be.pool.parallelFor(&k.par, d.B*d.G*k.parts, 1, k.fn)
 	if k.parts > 1 {
-		k.be.pool.parallelFor(&k.wg, d.B*d.G, max(1, mambaGrain/max(1, k.parts*d.T*d.N)), k.reduceFn)
+		k.be.pool.parallelFor(&k.par, d.B*d.G, max(1, mambaGrain/max(1, k.parts*d.T*d.N)), k.reduceFn)
 	}
 	for h := 0; h < d.H; h++ {
 		var sa, sd T

@@ -3,7 +3,6 @@ package cpu
 import (
 	"fmt"
 	"math"
-	"sync"
 
 	"github.com/mamba2go/mamba2/backends"
 	"github.com/mamba2go/mamba2/backends/cpu/kernels"
@@ -34,7 +33,7 @@ type softmaxKernel[T Float] struct {
 	size           int
 	x, y           []T
 	fn             func(lo, hi int)
-	wg             sync.WaitGroup
+	par            parallel
 }
 
 func compileSoftmax(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
@@ -74,7 +73,7 @@ func (k *softmaxKernel[T]) Run(in, out []backends.Buffer) error {
 	if err := checkLen("softmax output", len(k.y), k.size); err != nil {
 		return err
 	}
-	k.be.pool.parallelFor(&k.wg, k.lines, max(1, rowGrain/max(1, k.n)), k.fn)
+	k.be.pool.parallelFor(&k.par, k.lines, max(1, rowGrain/max(1, k.n)), k.fn)
 	return nil
 }
 
@@ -110,7 +109,7 @@ type crossEntropyKernel[T Float] struct {
 	targets   []int64
 	y         []T
 	fn        func(lo, hi int)
-	wg        sync.WaitGroup
+	par       parallel
 }
 
 func compileCrossEntropy(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
@@ -184,7 +183,7 @@ func (k *crossEntropyKernel[T]) Run(in, out []backends.Buffer) error {
 			return fmt.Errorf("cross-entropy: target %d (at position %d) is outside [0, %d)", t, i, k.v)
 		}
 	}
-	k.be.pool.parallelFor(&k.wg, k.rows, max(1, rowGrain/max(1, k.v)), k.fn)
+	k.be.pool.parallelFor(&k.par, k.rows, max(1, rowGrain/max(1, k.v)), k.fn)
 	return nil
 }
 
@@ -237,7 +236,7 @@ type normKernel[T Float] struct {
 	out0, out1  []T       // forward: out0 = result; backward: dx (dy), dz (gated)
 	dw          []T
 	fn          func(lo, hi int)
-	wg          sync.WaitGroup
+	par         parallel
 }
 
 func compileRMSNorm(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
@@ -320,7 +319,7 @@ func (k *normKernel[T]) Run(in, out []backends.Buffer) error {
 		return err
 	}
 	if !k.grad {
-		k.be.pool.parallelFor(&k.wg, k.rows, max(1, rowGrain/max(1, k.d)), k.fn)
+		k.be.pool.parallelFor(&k.par, k.rows, max(1, rowGrain/max(1, k.d)), k.fn)
 		return nil
 	}
 	if k.g, err = data[T](in, wi+1); err != nil {
@@ -345,7 +344,7 @@ func (k *normKernel[T]) Run(in, out []backends.Buffer) error {
 	if err := checkLen("norm weight gradient", len(k.dw), k.d); err != nil {
 		return err
 	}
-	k.be.pool.parallelFor(&k.wg, k.blocks, k.minBlocks, k.fn)
+	k.be.pool.parallelFor(&k.par, k.blocks, k.minBlocks, k.fn)
 	for j := range k.dw {
 		var s float64
 		for b := 0; b < k.blocks; b++ {

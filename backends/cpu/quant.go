@@ -2,7 +2,6 @@ package cpu
 
 import (
 	"fmt"
-	"sync"
 
 	"github.com/mamba2go/mamba2/backends"
 	"github.com/mamba2go/mamba2/backends/cpu/kernels"
@@ -65,7 +64,7 @@ type quantMatMulKernel struct {
 	roundFn func(lo, hi int)
 
 	rowsFn, panelFn func(lo, hi int)
-	wg              sync.WaitGroup
+	par             parallel
 }
 
 func compileQuantMatMul(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
@@ -120,19 +119,19 @@ func (q *quantMatMulKernel) Run(in, out []backends.Buffer) error {
 		for i, v := range q.q16 {
 			v.Quantize(q.x[i*q.k : (i+1)*q.k])
 		}
-		q.be.pool.parallelFor(&q.wg, q.n, q.minRows, q.rowsFn)
+		q.be.pool.parallelFor(&q.par, q.n, q.minRows, q.rowsFn)
 		return nil
 	}
 	x := q.x
 	if q.dt == shapes.Int8 {
 		q.xr = borrow[float32](&q.be.arena, q.m*q.k)
-		q.be.pool.parallelFor(&q.wg, q.m, max(1, (1<<14)/q.k), q.roundFn)
+		q.be.pool.parallelFor(&q.par, q.m, max(1, (1<<14)/q.k), q.roundFn)
 		q.x = q.xr
 	}
 	for w := range q.scratch {
 		q.scratch[w] = borrow[float32](&q.be.arena, q.panel*q.k)
 	}
-	q.be.pool.parallelFor(&q.wg, q.workers, 1, q.panelFn)
+	q.be.pool.parallelFor(&q.par, q.workers, 1, q.panelFn)
 	for w, s := range q.scratch {
 		giveBack(&q.be.arena, s)
 		q.scratch[w] = nil
@@ -225,7 +224,7 @@ type quantGatherKernel struct {
 	idx        []int64
 	y          []float32
 	fn         func(lo, hi int)
-	wg         sync.WaitGroup
+	par        parallel
 }
 
 func compileQuantGather(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
@@ -266,7 +265,7 @@ func (g *quantGatherKernel) Run(in, out []backends.Buffer) error {
 	if err := checkIndices("QuantGather", g.idx, g.rows); err != nil {
 		return err
 	}
-	g.be.pool.parallelFor(&g.wg, g.n, max(1, copyGrain/max(1, g.d)), g.fn)
+	g.be.pool.parallelFor(&g.par, g.n, max(1, copyGrain/max(1, g.d)), g.fn)
 	return nil
 }
 

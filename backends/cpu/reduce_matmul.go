@@ -2,7 +2,6 @@ package cpu
 
 import (
 	"fmt"
-	"sync"
 
 	"github.com/mamba2go/mamba2/backends"
 	"github.com/mamba2go/mamba2/backends/cpu/kernels"
@@ -90,7 +89,7 @@ type matmulKernel[T Float] struct {
 	a, b, c        []T
 	rowsFn, colsFn func(lo, hi int)
 	batchFn        func(lo, hi int)
-	wg             sync.WaitGroup
+	par            parallel
 }
 
 func compileMatMul(be *Backend, op backends.Op, in, out []shapes.Shape) (backends.Kernel, error) {
@@ -155,12 +154,12 @@ func (k *matmulKernel[T]) Run(in, out []backends.Buffer) error {
 		}
 		// Few rows: split the columns (each worker streams its share of B).
 		if rows < 4*pool.threads && k.transB {
-			pool.parallelFor(&k.wg, k.n, max(64, 1<<16/max(1, k.k*rows)), k.colsFn)
+			pool.parallelFor(&k.par, k.n, max(64, 1<<16/max(1, k.k*rows)), k.colsFn)
 		} else {
-			pool.parallelFor(&k.wg, rows, max(1, (1<<15)/max(1, k.k*k.n)), k.rowsFn)
+			pool.parallelPieces(&k.par, rows, max(1, (1<<15)/max(1, k.k*k.n)), 1, k.rowsFn)
 		}
 	default:
-		pool.parallelFor(&k.wg, k.batch, max(1, (1<<15)/max(1, k.m*k.k*k.n)), k.batchFn)
+		pool.parallelFor(&k.par, k.batch, max(1, (1<<15)/max(1, k.m*k.k*k.n)), k.batchFn)
 	}
 	return nil
 }
