@@ -319,8 +319,14 @@ func BenchmarkSSDFloat32(b *testing.B) {
 // TestCausalConvStepMatchesDefinition checks the one-token path of CausalConv1D (decoding),
 // with and without lengths, against the definition, bit for bit in float64.
 func TestCausalConvStepMatchesDefinition(t *testing.T) {
-	const nb, nc, nk = 2, 37, 4
-	rng := rand.New(rand.NewPCG(3, 3))
+	for _, nk := range []int{2, 3, 4, 5} { // 4, Mamba2's, has a path of its own
+		t.Run(fmt.Sprint("width", nk), func(t *testing.T) { testCausalConvStep(t, nk) })
+	}
+}
+
+func testCausalConvStep(t *testing.T, nk int) {
+	const nb, nc = 2, 37
+	rng := rand.New(rand.NewPCG(3, uint64(nk)))
 	u := func(n int) []float64 {
 		v := make([]float64, n)
 		for i := range v {
