@@ -143,7 +143,13 @@ func (k *causalConvKernel[T]) Run(in, out []backends.Buffer) error {
 			}
 		}
 	}
-	k.be.pool.parallelFor(&k.par, k.nc, max(1, mambaGrain/max(1, k.nb*k.nt*k.nk)), k.fn)
+	// One range of channels per thread for many tokens: the time loop makes nt·nk short calls
+	// per range, so finer pieces cost more in calls than they win in balance.
+	pieces := piecesPerThread
+	if k.nt > 1 {
+		pieces = 1
+	}
+	k.be.pool.parallelPieces(&k.par, k.nc, max(1, mambaGrain/max(1, k.nb*k.nt*k.nk)), pieces, k.fn)
 	return nil
 }
 
