@@ -13,8 +13,6 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/mamba2go/mamba2/backends"
 	"github.com/mamba2go/mamba2/backends/cpu/kernels"
@@ -294,123 +292,6 @@ func data[T elem](bufs []backends.Buffer, i int) ([]T, error) {
 		return nil, fmt.Errorf("cpu: buffer %d holds %s, kernel expects %T", i, cb.shape.DType, zero)
 	}
 	return d, nil
-}
-
-// pool runs parallel loops on persistent goroutines.
-type pool struct {
-	threads int
-	tasks   chan *parallel
-	once    sync.Once
-}
-
-func newPool(threads int) *pool {
-	p := &pool{threads: threads, tasks: make(chan *parallel, threads*4)}
-	for i := 1; i < threads; i++ {
-		go func() {
-			for l := range p.tasks {
-				l.help()
-			}
-		}()
-	}
-	return p
-}
-
-func (p *pool) close() { p.once.Do(func() { close(p.tasks) }) }
-
-// parallel is one kernel's parallel loop: the caller works through its pieces and the pool's
-// workers join in when they wake. Waking a parked goroutine takes the Go scheduler several
-// microseconds or more on these machines, often as long as a whole mat-vec piece, so splitting
-// the work into one fixed range per thread left the caller idle, waiting for a worker that
-// started late. Here nobody waits for a worker that has not started: the caller closes the loop
-// once every piece is claimed and waits only for the pieces in flight. A worker that wakes after
-// the loop closed does nothing; one that wakes during a later loop of the same kernel helps with
-// that one instead, which is as good. The zero value is ready to use; it must not be copied.
-type parallel struct {
-	fn       func(lo, hi int)
-	n, grain int64
-	next     atomic.Int64 // the first item not yet claimed
-	state    atomic.Int64 // closedBit | the number of workers inside the loop
-	done     chan struct{}
-}
-
-const closedBit = 1 << 40
-
-// piecesPerThread is how many pieces a parallel loop is cut into per thread: enough that a
-// worker starting late still finds work and the last pieces end close together, few enough that
-// claiming one (an atomic add) stays negligible.
-const piecesPerThread = 8
-
-// parallelFor runs fn over [0,n) in contiguous pieces on the caller and the pool's workers. Work
-// below minPerThread items per thread runs serially on the caller. The pieces' bounds depend only
-// on n, minPerThread and the pool's size, so a kernel computes the same bits on every run. l must
-// be owned by the caller's kernel (so the call does not allocate) and not be in use.
-func (p *pool) parallelFor(l *parallel, n, minPerThread int, fn func(lo, hi int)) {
-	p.parallelPieces(l, n, minPerThread, piecesPerThread, fn)
-}
-
-// parallelPieces is parallelFor cutting [0,n) into piecesPerThread pieces per thread: 1 for
-// loops where every call of fn has a large fixed cost, such as a GEMM's rows, each range of which
-// streams all of B.
-func (p *pool) parallelPieces(l *parallel, n, minPerThread, piecesPerThread int, fn func(lo, hi int)) {
-	parts := p.threads
-	if minPerThread < 1 {
-		minPerThread = 1
-	}
-	if n/minPerThread < parts {
-		parts = n / minPerThread
-	}
-	if parts <= 1 {
-		fn(0, n)
-		return
-	}
-	grain := (n + parts*piecesPerThread - 1) / (parts * piecesPerThread)
-	if grain >= 16 {
-		grain = (grain + 3) &^ 3 // whole groups for the four-row mat-vec kernels
-	}
-	if l.done == nil {
-		l.done = make(chan struct{}, 1)
-	}
-	l.fn, l.n, l.grain = fn, int64(n), int64(grain)
-	l.next.Store(0)
-	l.state.Store(0) // open: publishes fn, n and grain to the workers that join
-	for i := 1; i < parts; i++ {
-		select {
-		case p.tasks <- l:
-		default: // the workers are behind on earlier loops; they will find this one open or closed
-		}
-	}
-	l.work()
-	if l.state.Add(closedBit) != closedBit {
-		<-l.done // the last worker still inside signals when it leaves
-	}
-}
-
-// work claims and runs pieces until none is left.
-func (l *parallel) work() {
-	for {
-		lo := l.next.Add(l.grain) - l.grain
-		if lo >= l.n {
-			return
-		}
-		l.fn(int(lo), int(min(lo+l.grain, l.n)))
-	}
-}
-
-// help joins the loop if it is still open, works, and leaves.
-func (l *parallel) help() {
-	for {
-		s := l.state.Load()
-		if s&closedBit != 0 {
-			return
-		}
-		if l.state.CompareAndSwap(s, s+1) {
-			break
-		}
-	}
-	l.work()
-	if l.state.Add(-1) == closedBit {
-		l.done <- struct{}{}
-	}
 }
 
 // Kernels names the kernel set in use: "simd-avx512", "simd-avx2" or "generic", with "+blas"

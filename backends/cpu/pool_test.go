@@ -1,9 +1,11 @@
 package cpu
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestParallelForCoversEachItemOnce runs many loops of many sizes back to back on one kernel's
@@ -104,5 +106,76 @@ func TestParallelForPieceBounds(t *testing.T) {
 				t.Fatalf("run %d: piece %v not in the first run's", i, b)
 			}
 		}
+	}
+}
+
+// TestPoolWorkersWakeFromEverySleep spaces loops further apart than a worker's futex sleep, so
+// that workers park, and checks that they still wake and join: some piece of every loop must run
+// while another is running.
+func TestPoolWorkersWakeFromEverySleep(t *testing.T) {
+	for _, gap := range []time.Duration{0, 3 * lightSleepForTest()} {
+		p := newPool(2)
+		var l parallel
+		joined := 0
+		for round := 0; round < 5; round++ {
+			time.Sleep(gap)
+			var inside, most atomic.Int32
+			p.parallelFor(&l, 32, 1, func(lo, hi int) {
+				n := inside.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				time.Sleep(500 * time.Microsecond)
+				inside.Add(-1)
+			})
+			if most.Load() > 1 {
+				joined++
+			}
+		}
+		p.close()
+		if joined == 0 {
+			t.Errorf("gap %v: no worker joined any of 5 loops of 32 pieces of 0.5 ms", gap)
+		}
+	}
+}
+
+// TestPoolWithOneProc runs loops with GOMAXPROCS=1, where a worker can only run when the caller
+// blocks or is preempted, and with GOMAXPROCS changing under a sleeping worker.
+func TestPoolWithOneProc(t *testing.T) {
+	p := newPool(3)
+	defer p.close()
+	var l parallel
+	for _, procs := range []int{1, 2, 1} {
+		prev := runtime.GOMAXPROCS(procs)
+		for round := 0; round < 50; round++ {
+			var sum atomic.Int64
+			p.parallelFor(&l, 1000, 1, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					sum.Add(int64(i))
+				}
+			})
+			if got := sum.Load(); got != 999*1000/2 {
+				t.Fatalf("GOMAXPROCS %d: sum %d", procs, got)
+			}
+		}
+		runtime.GOMAXPROCS(prev)
+	}
+}
+
+// TestPoolCloseStopsWorkers: after close, the pool's goroutines end, whether asleep or parked.
+func TestPoolCloseStopsWorkers(t *testing.T) {
+	base := runtime.NumGoroutine()
+	p := newPool(8)
+	var l parallel
+	p.parallelFor(&l, 100, 1, func(lo, hi int) {})
+	p.close()
+	p.close() // closing twice is harmless
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Log(string(buf[:runtime.Stack(buf, true)]))
+			t.Fatalf("%d goroutines after close, %d before the pool", runtime.NumGoroutine(), base)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

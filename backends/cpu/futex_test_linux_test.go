@@ -1,0 +1,5 @@
+package cpu
+
+import "time"
+
+func lightSleepForTest() time.Duration { return lightSleep }
