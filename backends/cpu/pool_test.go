@@ -179,3 +179,34 @@ func TestPoolCloseStopsWorkers(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestParallelForWaitsForSlowWorker makes the worker's piece outlast the caller's watch (so the
+// caller blocks until the worker signals) and then runs quick loops whose pieces the workers
+// finish while the caller watches (so no signal is sent): every loop must return only after all
+// its pieces ran, which a signal left over from one loop and taken by the next would break.
+func TestParallelForWaitsForSlowWorker(t *testing.T) {
+	p := newPool(2)
+	defer p.close()
+	var l parallel
+	for round := 0; round < 20; round++ {
+		slow := round%2 == 0
+		var started, finished atomic.Int32
+		p.parallelPieces(&l, 2, 1, 1, func(lo, hi int) {
+			if started.Add(1) == 1 {
+				// The first piece waits for the second to start, so that the worker holds one.
+				for deadline := time.Now().Add(time.Second); started.Load() < 2 && time.Now().Before(deadline); {
+					runtime.Gosched()
+				}
+				finished.Add(1)
+				return
+			}
+			if slow {
+				time.Sleep(3 * time.Millisecond)
+			}
+			finished.Add(1)
+		})
+		if got := finished.Load(); got != 2 {
+			t.Fatalf("round %d (slow %v): parallelPieces returned with %d of 2 pieces finished", round, slow, got)
+		}
+	}
+}
