@@ -85,16 +85,12 @@ func widenI8AVX2(n int, w *int8, dst *float32, scale float32)
 
 func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
 
-// dotQ16VNNI is Σ_p w[p]·x[p]·scale[p/32] over n (a multiple of 32) int8 weights and int16
-// activations with AVX-512 VNNI (q16_amd64.s).
+// dotQ16P4 sets out[r] = Σ_p w[r·ldw+p]·x[p]·scale[p/32] for four rows of int8 weights (ldw
+// bytes apart) and int16 activations in Q16Vector's packed order, over n values (a multiple of
+// 32), with AVX-512 VNNI (q16_amd64.s).
 //
 //go:noescape
-func dotQ16VNNI(n int, w *int8, x *int16, scale *float32) float32
-
-// dotQ16VNNI4 is dotQ16VNNI for the four rows of w that start ldw bytes apart, into out.
-//
-//go:noescape
-func dotQ16VNNI4(n int, w *int8, ldw int, x *int16, scale *float32, out *[4]float32)
+func dotQ16P4(n int, w *int8, ldw int, xp *int16, sp *float32, out *[4]float32)
 
 // q16RoundAVX512 is quant.Int16Blocks for nblocks whole blocks of 32 values of x, writing q,
 // the scales and deq = scale·q (q or deq nil: skipped; q16_amd64.s).

@@ -18,6 +18,5 @@ var (
 	asm4F32                                                      func(n int, w *float32, ldw int, x *float32, out *[4]float32)
 	asm4BF16, asm4F16                                            func(n int, w *uint16, ldw int, x *float32, out *[4]float32)
 	q16RoundAVX512                                               func(nblocks int, x *float32, q *int16, scale *float32, deq *float32)
-	dotQ16VNNI                                                   func(n int, w *int8, x *int16, scale *float32) float32
-	dotQ16VNNI4                                                  func(n int, w *int8, ldw int, x *int16, scale *float32, out *[4]float32)
+	dotQ16P4                                                     func(n int, w *int8, ldw int, xp *int16, sp *float32, out *[4]float32)
 )

@@ -7,11 +7,11 @@ import (
 )
 
 // Products of int8 weights with activations rounded to int16 per block of quant.ActBlock
-// (quant.Int16Blocks). On CPUs with AVX-512 VNNI, VPMOVSXBW and VPDPWSSD multiply 32 weights
-// with 32 activations in two instructions and sum them exactly in int32; the float32 path had to
-// widen every weight to a float first, which held it to about three weights per cycle, below
-// the memory's speed. The rounding of the activations (1.5e-5 of a block's largest value) is far
-// below that of the weights.
+// (quant.Int16Blocks). On CPUs with AVX-512 VNNI, the weights are widened to int16 in registers
+// and VPMADDWD and VPDPWSSD multiply them with the activations and sum the products exactly in
+// int32 (see dotQ16P4); the float32 path had to widen every weight to a float first, which held
+// it to about three weights per cycle, below the memory's speed. The rounding of the activations
+// (1.5e-5 of a block's largest value) is far below that of the weights.
 
 var cpuVNNI = cpuAVX512 && detectVNNI()
 
@@ -23,13 +23,27 @@ type Q16Vector struct {
 	Q     []int16   // the rounded values: x[p] ≈ Scale[p/quant.ActBlock]·Q[p]
 	Scale []float32 // one per block (NaN for a block that held an Inf or NaN)
 	deq   []float32 // Scale·Q: the float32 activations for CPUs without VNNI
+
+	// The whole blocks of Q and Scale as dotQ16P4 reads them (with AVX-512 VNNI): for each 64
+	// values, the 32 at even positions then the 32 at odd ones, and sixteen scales, the first
+	// block's eight times then the second's; a last single block as it is, with its one scale.
+	xp []int16
+	sp []float32
 }
 
 // NewQ16Vector returns a Q16Vector for k activations (k ≥ 0), all zero.
 func NewQ16Vector(k int) *Q16Vector {
 	checkDims("NewQ16Vector", k)
-	return &Q16Vector{K: k, Q: make([]int16, k), Scale: make([]float32, quant.ActBlocks(k)), deq: make([]float32, k)}
+	v := &Q16Vector{K: k, Q: make([]int16, k), Scale: make([]float32, quant.ActBlocks(k)), deq: make([]float32, k)}
+	if useQ16P4(k) {
+		main := k / quant.ActBlock * quant.ActBlock
+		v.xp, v.sp = make([]int16, main), make([]float32, main/4+1)
+	}
+	return v
 }
+
+// useQ16P4 reports whether products with k activations run dotQ16P4.
+func useQ16P4(k int) bool { return cpuVNNI && gemmLevel == AVX512 && k >= quant.ActBlock }
 
 // Quantize rounds x (K values) into v with quant.Int16Blocks.
 func (v *Q16Vector) Quantize(x []float32) {
@@ -38,6 +52,31 @@ func (v *Q16Vector) Quantize(x []float32) {
 		return
 	}
 	roundQ16(x[:v.K], v.Q, v.Scale, v.deq)
+	if v.xp != nil {
+		v.pack()
+	}
+}
+
+// pack lays Q and Scale out for dotQ16P4 in xp and sp.
+func (v *Q16Vector) pack() {
+	const b = quant.ActBlock
+	main := len(v.xp)
+	c := 0
+	for ; c+2*b <= main; c += 2 * b {
+		q, xp := v.Q[c:c+2*b], v.xp[c:c+2*b]
+		for j := 0; j < b; j++ {
+			xp[j], xp[b+j] = q[2*j], q[2*j+1]
+		}
+		sp := v.sp[c/4 : c/4+16]
+		s0, s1 := v.Scale[c/b], v.Scale[c/b+1]
+		for j := 0; j < 8; j++ {
+			sp[j], sp[8+j] = s0, s1
+		}
+	}
+	if c < main { // one block left
+		copy(v.xp[c:main], v.Q[c:main])
+		v.sp[c/4] = v.Scale[c/b]
+	}
 }
 
 // RoundInt16Rows writes into dst the values quant.RoundInt16Blocks makes of src (rows of k,
@@ -112,22 +151,23 @@ func MatVecTInt8Q16(y []float32, w Int8Matrix, x *Q16Vector, lo, hi int) {
 		panic(fmt.Sprintf("kernels: %s: x has K=%d, w has K=%d", fn, x.K, w.K))
 	}
 	k := w.K
-	if !cpuVNNI || gemmLevel != AVX512 || k < quant.ActBlock {
+	if !useQ16P4(k) || x.xp == nil {
 		MatVecTInt8(y, w, x.deq, lo, hi)
 		return
 	}
-	main := k / quant.ActBlock * quant.ActBlock
+	main := len(x.xp)
 	var out [4]float32
 	j := lo
 	for ; j+4 <= hi; j += 4 {
-		dotQ16VNNI4(main, &w.Data[j*k], k, &x.Q[0], &x.Scale[0], &out)
+		dotQ16P4(main, &w.Data[j*k], k, &x.xp[0], &x.sp[0], &out)
 		for r, s := range out {
 			y[j+r] = w.Scale[j+r] * (s + q16Tail(w.Data[(j+r)*k:(j+r+1)*k], x, main))
 		}
 	}
-	for ; j < hi; j++ {
+	for ; j < hi; j++ { // alone, with the same bits as in a group: ldw = 0 computes it four times
 		row := w.Data[j*k : j*k+k]
-		y[j] = w.Scale[j] * (dotQ16VNNI(main, &row[0], &x.Q[0], &x.Scale[0]) + q16Tail(row, x, main))
+		dotQ16P4(main, &row[0], 0, &x.xp[0], &x.sp[0], &out)
+		y[j] = w.Scale[j] * (out[0] + q16Tail(row, x, main))
 	}
 }
 

@@ -3,96 +3,103 @@
 
 // Hand-written (not from gen_asm.go): the int8 × int16 dot products of MatVecTInt8Q16.
 
-// func dotQ16VNNI(n int, w *int8, x *int16, scale *float32) float32
+// func dotQ16P4(n int, w *int8, ldw int, xp *int16, sp *float32, out *[4]float32)
 //
-// Σ_p w[p]·x[p]·scale[p/32] over n (a multiple of 32) int8 weights and int16 activations, a
-// block of 32 at a time: VPMOVSXBW widens the 32 weights to words, VPDPWSSD adds the products of
-// word pairs to sixteen dwords (exact), which are converted to float32 and multiplied by the
-// block's scale into one float32 accumulator. One accumulator, as in dotQ16VNNI4, so that a row
-// sums to the same bits whichever of the two takes it.
-TEXT ·dotQ16VNNI(SB), NOSPLIT, $0-36
-	MOVQ n+0(FP), CX
-	MOVQ w+8(FP), SI
-	MOVQ x+16(FP), DI
-	MOVQ scale+24(FP), R9
-	VPXORD Z0, Z0, Z0
-	TESTQ CX, CX
-	JEQ   done1
-
-loop1:
-	VPMOVSXBW        (SI), Z4
-	VPXORD           Z8, Z8, Z8
-	VPDPWSSD         (DI), Z4, Z8
-	VCVTDQ2PS        Z8, Z8
-	VFMADD231PS.BCST (R9), Z8, Z0
-	ADDQ $32, SI
-	ADDQ $64, DI
-	ADDQ $4, R9
-	SUBQ $32, CX
-	JNE  loop1
-
-done1:
-	VEXTRACTF32X8 $1, Z0, Y1
-	VADDPS Y1, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	VZEROUPPER
-	MOVSS X0, ret+32(FP)
-	RET
-
-// func dotQ16VNNI4(n int, w *int8, ldw int, x *int16, scale *float32, out *[4]float32)
+// Σ_p w[r·ldw+p]·x[p]·scale[p/32] for the four rows r < 4 of int8 weights (ldw bytes apart; ldw
+// = 0 computes one row four times, with the same bits) and activations rounded to int16 per
+// block of 32, over n values (a multiple of 32), into out. The activations come in the order
+// Q16Vector.pack lays out: for each 64 values, the 32 at even positions, then the 32 at odd ones,
+// and sp holds sixteen scales per 64 values, the first block's eight times, then the second's.
 //
-// dotQ16VNNI for the four rows of w that start ldw bytes apart, sharing the loads of x and the
-// scales; the four sums go to out[0..3].
-TEXT ·dotQ16VNNI4(SB), NOSPLIT, $0-48
+// Each row's 64 weights are one load: VPSLLW and VPSRAW by 8 sign-extend its even bytes to words
+// and VPSRAW by 8 its odd bytes (in-lane shifts, where VPMOVSXBW is a cross-lane shuffle), so
+// that VPMADDWD and VPDPWSSD sum products of four consecutive values into each dword, exactly:
+// dwords 0–7 hold the first block, 8–15 the second. They are converted to float32, times their
+// blocks' scales, into one accumulator per row. A last block of 32 (n not a multiple of 64)
+// is widened with VPMOVSXBW against its 32 activations in order and sp's one scale. Per 64
+// weights of a row that is 7 instructions instead of 10 with VPMOVSXBW, which matters because
+// this project's two vCPUs share one core.
+TEXT ·dotQ16P4(SB), NOSPLIT, $0-48
 	MOVQ n+0(FP), CX
 	MOVQ w+8(FP), SI
 	MOVQ ldw+16(FP), DX
-	MOVQ x+24(FP), DI
-	MOVQ scale+32(FP), R9
+	MOVQ xp+24(FP), DI
+	MOVQ sp+32(FP), R9
 	MOVQ out+40(FP), BX
-	ROWS4_SETUP // R13: the next four rows, which the loop prefetches 128 bytes at a time
-	TESTQ CX, CX
-	JEQ   done4
+	ROWS4_SETUP // R13: the next four rows, which the loop prefetches 256 bytes at a time
+	CMPQ CX, $64
+	JLT  tailp4
 
-loop4:
-	PREFETCHT0   (R13)
-	PREFETCHT0   64(R13)
+loopp4:
+	PREFETCHT0  (R13)
+	PREFETCHT0  64(R13)
+	PREFETCHT0  128(R13)
+	PREFETCHT0  192(R13)
+	VMOVDQU16   (DI), Z8
+	VMOVDQU16   64(DI), Z9
+	VMOVUPS     (R9), Z10
+	VPSLLW      $8, (SI), Z12
+	VPSLLW      $8, (R10), Z13
+	VPSLLW      $8, (R11), Z14
+	VPSLLW      $8, (R12), Z15
+	VPSRAW      $8, Z12, Z12
+	VPSRAW      $8, Z13, Z13
+	VPSRAW      $8, Z14, Z14
+	VPSRAW      $8, Z15, Z15
+	VPSRAW      $8, (SI), Z16
+	VPSRAW      $8, (R10), Z17
+	VPSRAW      $8, (R11), Z18
+	VPSRAW      $8, (R12), Z19
+	VPMADDWD    Z8, Z12, Z12
+	VPMADDWD    Z8, Z13, Z13
+	VPMADDWD    Z8, Z14, Z14
+	VPMADDWD    Z8, Z15, Z15
+	VPDPWSSD    Z9, Z16, Z12
+	VPDPWSSD    Z9, Z17, Z13
+	VPDPWSSD    Z9, Z18, Z14
+	VPDPWSSD    Z9, Z19, Z15
+	VCVTDQ2PS   Z12, Z12
+	VCVTDQ2PS   Z13, Z13
+	VCVTDQ2PS   Z14, Z14
+	VCVTDQ2PS   Z15, Z15
+	VFMADD231PS Z10, Z12, Z0
+	VFMADD231PS Z10, Z13, Z1
+	VFMADD231PS Z10, Z14, Z2
+	VFMADD231PS Z10, Z15, Z3
+	ADDQ $64, SI
+	ADDQ $64, R10
+	ADDQ $64, R11
+	ADDQ $64, R12
+	ADDQ $256, R13
+	ADDQ $128, DI
+	ADDQ $64, R9
+	SUBQ $64, CX
+	CMPQ CX, $64
+	JGE  loopp4
+
+tailp4:
+	TESTQ CX, CX
+	JEQ   donep4
 	VMOVDQU16    (DI), Z9
 	VBROADCASTSS (R9), Z10
 	VPMOVSXBW    (SI), Z12
 	VPMOVSXBW    (R10), Z13
 	VPMOVSXBW    (R11), Z14
 	VPMOVSXBW    (R12), Z15
-	VPXORD       Z16, Z16, Z16
-	VPXORD       Z17, Z17, Z17
-	VPXORD       Z18, Z18, Z18
-	VPXORD       Z19, Z19, Z19
-	VPDPWSSD     Z9, Z12, Z16
-	VPDPWSSD     Z9, Z13, Z17
-	VPDPWSSD     Z9, Z14, Z18
-	VPDPWSSD     Z9, Z15, Z19
-	VCVTDQ2PS    Z16, Z16
-	VCVTDQ2PS    Z17, Z17
-	VCVTDQ2PS    Z18, Z18
-	VCVTDQ2PS    Z19, Z19
-	VFMADD231PS  Z10, Z16, Z0
-	VFMADD231PS  Z10, Z17, Z1
-	VFMADD231PS  Z10, Z18, Z2
-	VFMADD231PS  Z10, Z19, Z3
-	ADDQ $32, SI
-	ADDQ $32, R10
-	ADDQ $32, R11
-	ADDQ $32, R12
-	ADDQ $128, R13
-	ADDQ $64, DI
-	ADDQ $4, R9
-	SUBQ $32, CX
-	JNE  loop4
+	VPMADDWD     Z9, Z12, Z12
+	VPMADDWD     Z9, Z13, Z13
+	VPMADDWD     Z9, Z14, Z14
+	VPMADDWD     Z9, Z15, Z15
+	VCVTDQ2PS    Z12, Z12
+	VCVTDQ2PS    Z13, Z13
+	VCVTDQ2PS    Z14, Z14
+	VCVTDQ2PS    Z15, Z15
+	VFMADD231PS  Z10, Z12, Z0
+	VFMADD231PS  Z10, Z13, Z1
+	VFMADD231PS  Z10, Z14, Z2
+	VFMADD231PS  Z10, Z15, Z3
 
-done4:
+donep4:
 	ROWS4_STORE
 	RET
 
