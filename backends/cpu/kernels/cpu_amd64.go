@@ -99,7 +99,7 @@ func dotQ16P4(n int, w *int8, ldw int, xp *int16, sp *float32, out *[4]float32)
 func q16RoundAVX512(nblocks int, x *float32, q *int16, scale *float32, deq *float32)
 
 // asm4F32, asm4BF16 and asm4F16 (AVX-512) set out[r] = Σ_{p<n} w[r·ldw+p]·x[p] for the
-// four rows r < 4 of w (n a multiple of 16; mv4_amd64.s), prefetching the four rows after them.
+// four rows r < 4 of w (n a multiple of 16; mv4_amd64.s), reading the rows one after another.
 //
 //go:noescape
 func asm4F32(n int, w *float32, ldw int, x *float32, out *[4]float32)

@@ -51,16 +51,18 @@
 //     a 16-accumulator archsimd tile spilled and ran at ~21 GFLOP/s).
 //   - Mat-vecs (decode) on AVX-512 CPUs take four-row assembly kernels in every amd64 build
 //     (mv4_amd64.s: float32, bfloat16 via a zero extension and a shift, float16 via VCVTPH2PS,
-//     which archsimd does not offer) for rows of at least 16 elements. They prefetch the next
-//     four rows as they go: four short streams defeated the hardware prefetcher (the reason an
-//     earlier one-row dot product beat the four-row archsimd loops), and with the prefetch they
-//     stream W about 30% faster than either. On AVX2 CPUs the quantised mat-vecs use one-row
-//     assembly dot products for rows of at least 32 elements; shorter rows take the vector or
-//     generic loops.
+//     which archsimd does not offer) for rows of at least 16 elements. They read the four rows
+//     one after another, with four accumulators per row: a worker's rows are then one
+//     sequential stream for the hardware prefetcher (on the Zen 5 VM, ~48 GB/s against ~39 for
+//     four rows side by side, which had needed software prefetching on a Cascade Lake VM). On
+//     AVX2 CPUs the quantised mat-vecs use one-row assembly dot products for rows of at least
+//     32 elements; shorter rows take the vector or generic loops.
 //   - Int8 weights multiply activations rounded to int16 per block of 32 (Q16Vector,
-//     MatVecTInt8Q16): with AVX-512 VNNI, VPMOVSXBW and VPDPWSSD (q16_amd64.s, four rows, the
-//     same prefetch) sum each block exactly in int32; widening int8 to float32 had held the
-//     kernel to about three weights per cycle, below the memory's speed.
+//     MatVecTInt8Q16): with AVX-512 VNNI, in-lane shifts widen the weights to int16 and
+//     VPMADDWD and VPDPWSSD sum each block exactly in int32 (q16_amd64.s: four rows side by
+//     side, prefetching the next four, which measured faster for int8 than one row after
+//     another); widening int8 to float32 had held the kernel to about three weights per cycle,
+//     below the memory's speed.
 //
 // Kernels() names what is in use: "simd-avx512", "simd-avx2" or "generic", then "+asm-avx512"
 // (or "+asm-avx2") when the assembly kernels run above the vector level (a plain build), then

@@ -344,7 +344,7 @@ func gemmNT(c []float32, ldc int, a, w []float32, m, k, i0, i1, j0, j1 int, accu
 func gemmNTSmall(c, a, w []float32, n, k, i0, i1, j0, j1 int, acc bool) {
 	if i1-i0 == 1 && !acc {
 		// One row of A (decode): a mat-vec over the whole range, so that its kernels stream W
-		// in one pass (and prefetch across groups of rows).
+		// in one pass.
 		matVecT(c[i0*n:], w, a[i0*k:i0*k+k], k, j0, j1)
 		return
 	}

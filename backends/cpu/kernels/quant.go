@@ -249,8 +249,8 @@ func asmDot[T uint16 | int8 | float32](avx512, avx2 func(n int, w *T, x *float32
 // W (scale nil: 1), with dot over the first k/step·step elements of each row and widen for the
 // rest. One row at a time: a single sequential stream per row keeps the hardware prefetcher
 // ahead, which measured faster for 8- and 16-bit weights than interleaving four rows without
-// software prefetching (AVX-512 CPUs take the four-row kernels of mv4.go, which prefetch). The
-// callers have checked the sizes; k ≥ step.
+// software prefetching (AVX-512 CPUs take the four-row kernels of mv4.go, which also read one
+// row after another). The callers have checked the sizes; k ≥ step.
 func matVecTAsm[T uint16 | int8 | float32](y []float32, w []T, scale, x []float32, k, lo, hi int,
 	dot func(n int, w *T, x *float32) float32, step int, widen func(T) float32) {
 	main := k / step * step
