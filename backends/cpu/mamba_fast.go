@@ -104,6 +104,9 @@ func mambaStepHead[T Float](O, S, x, y, bv, cv []T, decay, dtv, dv T) {
 	if o32, ok := any(O).([]float32); ok {
 		s32, x32, y32 := any(S).([]float32), any(x).([]float32), any(y).([]float32)
 		b32, c32 := any(bv).([]float32), any(cv).([]float32)
+		if kernels.SSMStepRows(o32, s32, x32, y32, b32, c32, nN, float32(decay), float32(dtv), float32(dv)) {
+			return
+		}
 		for p, xv := range x32 {
 			y32[p] = stepRow32(o32[p*nN:(p+1)*nN], s32[p*nN:(p+1)*nN], b32, c32, float32(decay), float32(dtv)*xv) +
 				float32(dv)*xv

@@ -143,3 +143,8 @@ func detectCPU() (avx2, avx512 bool) {
 		xcr0&0xe0 == 0xe0 // opmask, ZMM_Hi256, Hi16_ZMM state
 	return avx2, avx512
 }
+
+// ssmStepRowsAVX512 is SSMStepRows's AVX-512 kernel (ssm_amd64.s).
+//
+//go:noescape
+func ssmStepRowsAVX512(n, rows int, o, s, x, y, b, c *float32, decay, dt, d float32)

@@ -19,4 +19,5 @@ var (
 	asm4BF16, asm4F16                                            func(n int, w *uint16, ldw int, x *float32, out *[4]float32)
 	q16RoundAVX512                                               func(nblocks int, x *float32, q *int16, scale *float32, deq *float32)
 	dotQ16P4                                                     func(n int, w *int8, ldw int, xp *int16, sp *float32, out *[4]float32)
+	ssmStepRowsAVX512                                            func(n, rows int, o, s, x, y, b, c *float32, decay, dt, d float32)
 )

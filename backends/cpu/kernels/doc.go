@@ -63,6 +63,10 @@
 //     side, prefetching the next four, which measured faster for int8 than one row after
 //     another); widening int8 to float32 had held the kernel to about three weights per cycle,
 //     below the memory's speed.
+//   - SSMStepRows, the one-token state-space step of a head (o = decay·s + dt·x·b, y = o·c +
+//     d·x per row), is assembly on AVX-512 CPUs in every amd64 build (ssm_amd64.s), with the
+//     rounding of the SIMD build's loops: 15 µs for a 130m layer's 24 heads with the state in
+//     L2, where one archsimd call per row took 36 µs.
 //
 // Kernels() names what is in use: "simd-avx512", "simd-avx2" or "generic", then "+asm-avx512"
 // (or "+asm-avx2") when the assembly kernels run above the vector level (a plain build), then
