@@ -2,6 +2,7 @@ package cache_test
 
 import (
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/mamba2go/mamba2/backends"
@@ -125,6 +126,59 @@ func TestResetAndClone(t *testing.T) {
 	require.Equal(t, []int{1, 2}, cl.Lengths())
 	_, err = cache.New(be, testSpec("m"), 0)
 	require.Error(t, err)
+}
+
+// TestResetAllocatesLittle: after the first Reset, a Reset of a 4 MB cache (float32 and float64)
+// allocates next to nothing, and still zeroes every tensor, the largest and the smaller ones.
+func TestResetAllocatesLittle(t *testing.T) {
+	be, err := backends.New("cpu")
+	require.NoError(t, err)
+	for _, dt := range []shapes.DType{shapes.Float32, shapes.Float64} {
+		spec := cache.Spec{Tensors: []cache.TensorSpec{{Name: "conv.0", Dims: []int{7, 4}}, {Name: "ssm.0", Dims: []int{256, 1024}},
+			{Name: "ssm.1", Dims: []int{256, 1024}}}, DType: dt, Fingerprint: "big"}
+		c, err := cache.New(be, spec, 2)
+		require.NoError(t, err)
+		require.NoError(t, c.Reset())
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for _, name := range c.Names() {
+			s, _, err := c.Read(name)
+			require.NoError(t, err)
+			require.NoError(t, c.Write(name, ones(s.DType, s.Size())))
+		}
+		runtime.ReadMemStats(&after)
+		written := after.TotalAlloc - before.TotalAlloc // reading and filling allocate the cache's size
+		runtime.ReadMemStats(&before)
+		require.NoError(t, c.Reset())
+		runtime.ReadMemStats(&after)
+		require.Less(t, after.TotalAlloc-before.TotalAlloc, written/16, "bytes allocated by Reset (%s)", dt)
+		for _, name := range c.Names() {
+			_, data, err := c.Read(name)
+			require.NoError(t, err)
+			switch v := data.(type) {
+			case []float32:
+				require.Equal(t, make([]float32, len(v)), v, name)
+			case []float64:
+				require.Equal(t, make([]float64, len(v)), v, name)
+			}
+		}
+		require.NoError(t, c.Free())
+	}
+}
+
+func ones(dt shapes.DType, n int) any {
+	if dt == shapes.Float64 {
+		v := make([]float64, n)
+		for i := range v {
+			v[i] = 1
+		}
+		return v
+	}
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = 1
+	}
+	return v
 }
 
 // TestNewRefusesNonFloatState: the state has the model's compute dtype; a storage dtype (the

@@ -132,3 +132,51 @@ func TestEagerStateWriteBackSavesBuffers(t *testing.T) {
 	require.LessOrEqual(t, eager, kept-(eagerLayers-1), "new states kept to the end of the run")
 	require.Equal(t, eager+1, count(true, false), "s0, read after its new value exists, keeps its own buffer")
 }
+
+// TestBoundStatesAllocateNothing: a program allocates its own buffer for a state only when it
+// runs (or is asked for the buffer) with none bound, so binding every state first — as a cache
+// does — leaves no second copy of the state; and the bound program computes the same outputs.
+func TestBoundStatesAllocateNothing(t *testing.T) {
+	for _, readLate := range []bool{false, true} {
+		t.Run(fmt.Sprintf("readLate=%t", readLate), func(t *testing.T) {
+			run := func(bind bool) (allocs int, out []float64) {
+				be := &allocCounter{Backend: cpu.New(1)}
+				defer be.Close()
+				p, err := layeredStates(readLate, false).Compile(be, nil)
+				require.NoError(t, err)
+				defer p.Close()
+				if bind {
+					for _, st := range p.States() {
+						buf, err := be.Backend.Alloc(st.Shape) // not counted: the caller's
+						require.NoError(t, err)
+						require.NoError(t, be.Write(buf, []float64{0.5, -1, 2, 0}))
+						require.NoError(t, p.BindState(st.Name, buf))
+					}
+				}
+				for r := 0; r < 3; r++ {
+					require.NoError(t, p.SetInput("x", []float64{1, 2, float64(r), -3}))
+					require.NoError(t, p.Run())
+				}
+				out = make([]float64, 4)
+				require.NoError(t, p.ReadOutput("out", out))
+				if !bind {
+					own, err := p.StateBuffer("s1")
+					require.NoError(t, err)
+					again, err := p.StateBuffer("s1")
+					require.NoError(t, err)
+					require.Same(t, own, again)
+				}
+				return be.n, out
+			}
+			boundAllocs, boundOut := run(true)
+			ownAllocs, _ := run(false)
+			require.Equal(t, eagerLayers, ownAllocs-boundAllocs, "buffers of the program's own for its states")
+			states := [][]float64{{0.5, -1, 2, 0}, {0.5, -1, 2, 0}, {0.5, -1, 2, 0}}
+			var want []float64
+			for r := 0; r < 3; r++ {
+				want = layeredReference(readLate, []float64{1, 2, float64(r), -3}, states)
+			}
+			require.Equal(t, want, boundOut)
+		})
+	}
+}
