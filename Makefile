@@ -32,6 +32,8 @@ bench: bin/m130
 	$(GO) build -o bin/mamba2 ./cmd/mamba2
 	@echo "== 130m shape, SIMD build (GOEXPERIMENT=simd), each weight format"
 	for w in f32 bf16 f16 int8; do bin/mamba2-simd bench --model bin/m130 --threads 2 --weights $$w --json || exit 1; done
+	@echo "== step latency at position 10 and at position 4000, timed in turn (SIMD build, int8)"
+	bin/mamba2-simd bench --model bin/m130 --threads 2 --weights int8 --prompt 10 --gen 200 --far 4000 --json
 	@echo "== 130m shape, default build"
 	for w in f32 int8; do bin/mamba2 bench --model bin/m130 --threads 2 --weights $$w --json || exit 1; done
 	@echo "== kernel micro-benchmarks"

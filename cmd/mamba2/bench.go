@@ -41,6 +41,11 @@ type benchReport struct {
 	// burst of another process's work.
 	DecodeMsFirst100 float64 `json:"decode_ms_first100"`
 	DecodeMsLast100  float64 `json:"decode_ms_last100"`
+	// With --far: medians of steps just after the prompt and at position far, timed in turn on
+	// two sessions so that both meet the same load.
+	FarPosition      int     `json:"far_position,omitempty"`
+	DecodeMsNearP50  float64 `json:"decode_ms_near_p50,omitempty"`
+	DecodeMsFarP50   float64 `json:"decode_ms_far_p50,omitempty"`
 	AllocsPerStep    float64 `json:"allocs_per_step"`
 	PeakRSSBytes     int64   `json:"peak_rss_bytes"`
 	MemBandwidthGBs  float64 `json:"mem_bandwidth_gb_s"`
@@ -49,7 +54,7 @@ type benchReport struct {
 }
 
 func runBench(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", "--model DIR [--prompt 512] [--gen 64] [--threads 2] [--batch 1] [--weights f32|bf16|f16|int8] [--json]", stdout)
+	fs := newFlags("bench", "--model DIR [--prompt 512] [--gen 64] [--threads 2] [--batch 1] [--weights f32|bf16|f16|int8] [--far POS] [--json]", stdout)
 	model := fs.String("model", "", "checkpoint directory (e.g. one written by mamba2 init)")
 	prompt := fs.Int("prompt", 512, "prompt length (tokens prefilled in one call)")
 	gen := fs.Int("gen", 64, "number of Step calls (decoded tokens per row)")
@@ -59,6 +64,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	seed := fs.Uint64("seed", 1, "seed of the random prompt")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of the timed prefill and decode to this file")
 	weights := fs.String("weights", "f32", weightsFlagHelp)
+	far := fs.Int("far", 0, "also time gen steps at this position against gen steps just after the prompt, alternating between two sessions (0: off)")
 	backend := backendFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -70,6 +76,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if v <= 0 {
 			return fmt.Errorf("%w: --%s must be positive, got %d", errUsage, name, v)
 		}
+	}
+	if *far < 0 || (*far > 0 && *far <= *prompt) {
+		return fmt.Errorf("%w: --far must be 0 or beyond --prompt (%d), got %d", errUsage, *prompt, *far)
 	}
 	format, err := parseWeights(*weights)
 	if err != nil {
@@ -192,7 +201,14 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	sort.Float64s(sorted)
 	rep.DecodeMsP50 = percentile(sorted, 0.50)
 	rep.DecodeMsP99 = percentile(sorted, 0.99)
-	rep.PeakRSSBytes = peakRSS()
+	rep.PeakRSSBytes = peakRSS() // before --far, whose second session and long prefill add memory
+	if *far > 0 {
+		nearMs, farMs, err := positionCheck(m, rows, *far, *gen)
+		if err != nil {
+			return err
+		}
+		rep.FarPosition, rep.DecodeMsNearP50, rep.DecodeMsFarP50 = *far, median(nearMs), median(farMs)
+	}
 	rep.MemBandwidthGBs = bandwidth
 	if rep.WeightBytes > 0 && rep.MemBandwidthGBs > 0 {
 		rep.DecodeBoundTokS = rep.MemBandwidthGBs * 1e9 / float64(rep.WeightBytes) * float64(*batch)
@@ -207,6 +223,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "prefill    %d tokens: %.1f tok/s\n", *prompt, rep.PrefillTokS)
 	fmt.Fprintf(stdout, "decode     %d steps: %.1f tok/s (p50 %.2f ms, p99 %.2f ms; medians of the first/last 10 steps %.2f/%.2f ms, of the first/last 100 %.2f/%.2f ms)\n",
 		*gen, rep.DecodeTokS, rep.DecodeMsP50, rep.DecodeMsP99, rep.DecodeMsFirst10, rep.DecodeMsLast10, rep.DecodeMsFirst100, rep.DecodeMsLast100)
+	if rep.FarPosition > 0 {
+		fmt.Fprintf(stdout, "position   steps just after the prompt: p50 %.2f ms; at position %d: p50 %.2f ms (in turn on two sessions)\n",
+			rep.DecodeMsNearP50, rep.FarPosition, rep.DecodeMsFarP50)
+	}
 	if rep.MemBandwidthGBs > 0 {
 		fmt.Fprintf(stdout, "bound      memory %.1f GB/s → %.1f tok/s; decode runs at %.0f%% of it\n",
 			rep.MemBandwidthGBs, rep.DecodeBoundTokS, rep.DecodeOfBoundPct)
@@ -234,6 +254,60 @@ func argmax(x []float32) int {
 		}
 	}
 	return best
+}
+
+// positionCheck times gen Step calls of a session just past the prompt rows and gen of one at
+// position far (reached by feeding the prompt's tokens again, a prompt's length at a time),
+// alternating between the two sessions and which goes first, so that both see the same load.
+func positionCheck(m *mamba2.Model, rows [][]int, far, gen int) (near, farMs []float64, err error) {
+	batch, plen := len(rows), len(rows[0])
+	var sess [2]*mamba2.Session
+	for i := range sess {
+		s, err := m.NewSession(batch)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer s.Close()
+		s.Outputs = mamba2.Outputs{Logits: true, LastOnly: true}
+		sess[i] = s
+	}
+	if _, err := sess[0].FeedTokens(rows); err != nil {
+		return nil, nil, err
+	}
+	for pos := 0; pos < far; {
+		n := min(plen, far-pos)
+		chunk := make([][]int, batch)
+		for b := range chunk {
+			chunk[b] = rows[b][:n]
+		}
+		if _, err := sess[1].FeedTokens(chunk); err != nil {
+			return nil, nil, err
+		}
+		pos += n
+	}
+	V := m.Config.VocabSize
+	var logits [2][]float32
+	var tokens [2][]int64
+	for i := range logits {
+		logits[i], tokens[i] = make([]float32, batch*V), make([]int64, batch)
+	}
+	var ms [2][]float64
+	for i := 0; i < gen+1; i++ { // the first step of each is a warm-up
+		for k := 0; k < 2; k++ {
+			j := (i + k) % 2
+			t0 := time.Now()
+			if err := sess[j].Step(tokens[j], logits[j]); err != nil {
+				return nil, nil, err
+			}
+			if i > 0 {
+				ms[j] = append(ms[j], float64(time.Since(t0).Microseconds())/1000)
+			}
+			for b := range tokens[j] {
+				tokens[j][b] = int64(argmax(logits[j][b*V : (b+1)*V]))
+			}
+		}
+	}
+	return ms[0], ms[1], nil
 }
 
 // median returns the middle value of x (the mean of the two middle ones for even lengths).

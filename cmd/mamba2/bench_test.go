@@ -54,6 +54,21 @@ func TestBenchJSON(t *testing.T) {
 	for _, line := range []string{"prefill", "decode", "first/last 100", "bound", "peak RSS"} {
 		require.Contains(t, stdout, line)
 	}
+	require.NotContains(t, stdout, "position")
+
+	// --far: steps at a far position timed against steps after the prompt.
+	code, stdout, stderr := runCLI("bench", "--model", tinyDir, "--prompt", "9", "--gen", "5", "--threads", "2", "--far", "40", "--json")
+	require.Equal(t, 0, code, stderr)
+	var rep map[string]any
+	require.NoError(t, json.Unmarshal([]byte(stdout), &rep), stdout)
+	require.Equal(t, 40.0, rep["far_position"])
+	for _, k := range []string{"decode_ms_near_p50", "decode_ms_far_p50"} {
+		v, ok := rep[k].(float64)
+		require.True(t, ok && v > 0, "%s = %v", k, rep[k])
+	}
+	code, stdout, _ = runCLI("bench", "--model", tinyDir, "--prompt", "9", "--gen", "3", "--threads", "2", "--far", "23")
+	require.Equal(t, 0, code)
+	require.Contains(t, stdout, "at position 23")
 }
 
 // TestBenchBadInput: wrong flags give an error naming the flag and a non-zero exit, without
@@ -67,6 +82,8 @@ func TestBenchBadInput(t *testing.T) {
 		{[]string{"bench", "--model", tinyDir, "--gen", "0"}, "--gen"},
 		{[]string{"bench", "--model", tinyDir, "--prompt", "-3"}, "--prompt"},
 		{[]string{"bench", "--model", tinyDir, "--weights", "q4"}, "--weights"},
+		{[]string{"bench", "--model", tinyDir, "--prompt", "20", "--far", "20"}, "--far"},
+		{[]string{"bench", "--model", tinyDir, "--far", "-1"}, "--far"},
 		{[]string{"bench", "--model", "/nonexistent/model"}, "--model"},
 	} {
 		code, stdout, stderr := runCLI(c.args...)
