@@ -17,7 +17,8 @@ var cpuVNNI = cpuAVX512 && detectVNNI()
 
 // Q16Vector is a vector of K activations rounded to int16 per block of quant.ActBlock, prepared
 // for MatVecTInt8Q16. Make one with NewQ16Vector and fill it with Quantize, which reuses its
-// memory.
+// memory. Q and Scale are there to read: the products use a copy laid out for the kernel, which
+// only Quantize writes.
 type Q16Vector struct {
 	K     int
 	Q     []int16   // the rounded values: x[p] ≈ Scale[p/quant.ActBlock]·Q[p]
