@@ -1,7 +1,7 @@
 // Macros shared by the four-row kernels (mv4_amd64.s, q16_amd64.s).
 
 // ROWS4_SETUP: with SI at row 0 and DX the row stride in bytes, points R10, R11 and R12 at rows 1
-// to 3 and R13 at row 4 (the next group, which the loops prefetch), and zeroes the four
+// to 3 and R13 at row 4 (the next group, which the int8 loop prefetches), and zeroes the four
 // accumulators Z0–Z3.
 #define ROWS4_SETUP \
 	LEAQ (SI)(DX*1), R10; \
