@@ -1,13 +1,12 @@
 #include "textflag.h"
 #include "rows4_amd64.h"
 
-// Hand-written (the loops were unrolled by a script, not gen_asm.go): four-row AVX-512 mat-vec
-// kernels for float32, bfloat16 and float16 weights. Each computes out[r] = Σ_{p<n}
-// w[r·ldw+p]·x[p] for r < 4 (n a multiple of 16, ldw in elements). A row is summed in four
-// float32 accumulators, sixteen elements each, taking 64 elements in turn (a last 16 to 48 go to
-// the first), then added as (a0 + a1) + (a2 + a3) and across lanes; every row goes through the
-// same steps, so its sum has the same bits whichever group it is in (ldw = 0 computes one row
-// four times).
+// Hand-written (not from gen_asm.go): four-row AVX-512 mat-vec kernels for float32, bfloat16
+// and float16 weights. Each computes out[r] = Σ_{p<n} w[r·ldw+p]·x[p] for r < 4 (n a multiple
+// of 16, ldw in elements). A row is summed in four float32 accumulators, sixteen elements each,
+// taking 64 elements in turn (a last 16 to 48 go to the first), then added as (a0 + a1) +
+// (a2 + a3) and across lanes; every row goes through the same steps, so its sum has the same
+// bits whichever group it is in (ldw = 0 computes one row four times).
 //
 // Decode streams W from memory, and the rows are read one after the other: a worker's rows of W
 // are then one sequential stream, which the hardware prefetcher follows. Reading the four rows
@@ -27,147 +26,62 @@
 	MOVQ out+32(FP), BX; \
 	ROWS4_SETUP
 
+// The widening of sixteen weights at src to float32 in dst, for each weight type.
+#define WIDEN_F32(src, dst) VMOVUPS src, dst
+#define WIDEN_BF16(src, dst) \
+	VPMOVZXWD src, dst; \
+	VPSLLD    $16, dst, dst
+#define WIDEN_F16(src, dst) VCVTPH2PS src, dst
+
+// MV4_ROW sums the row at PTR times x (DI) into ACC, CX elements: 64 at a time into ACC and
+// Z4–Z6 (the weights at PTR, O1(PTR), O2(PTR) and O3(PTR), O4 bytes a turn), a last 16 to 48
+// into ACC (O1 bytes a turn), then ACC = (ACC + Z4) + (Z5 + Z6). AX and R8 count and walk x.
+#define MV4_ROW(WIDEN, PTR, ACC, O1, O2, O3, O4, FOUR, ONE, SUM) \
+	MOVQ   CX, AX; \
+	MOVQ   DI, R8; \
+	VPXORD Z4, Z4, Z4; \
+	VPXORD Z5, Z5, Z5; \
+	VPXORD Z6, Z6, Z6; \
+	CMPQ   AX, $64; \
+	JLT    ONE; \
+FOUR: \
+	WIDEN((PTR), Z12); \
+	VFMADD231PS (R8), Z12, ACC; \
+	WIDEN(O1(PTR), Z13); \
+	VFMADD231PS 64(R8), Z13, Z4; \
+	WIDEN(O2(PTR), Z14); \
+	VFMADD231PS 128(R8), Z14, Z5; \
+	WIDEN(O3(PTR), Z15); \
+	VFMADD231PS 192(R8), Z15, Z6; \
+	ADDQ   $O4, PTR; \
+	ADDQ   $256, R8; \
+	SUBQ   $64, AX; \
+	CMPQ   AX, $64; \
+	JGE    FOUR; \
+ONE: \
+	TESTQ  AX, AX; \
+	JEQ    SUM; \
+	WIDEN((PTR), Z12); \
+	VFMADD231PS (R8), Z12, ACC; \
+	ADDQ   $O1, PTR; \
+	ADDQ   $64, R8; \
+	SUBQ   $16, AX; \
+	JMP    ONE; \
+SUM: \
+	VADDPS Z4, ACC, ACC; \
+	VADDPS Z6, Z5, Z5; \
+	VADDPS Z5, ACC, ACC
+
 // func asm4F32(n int, w *float32, ldw int, x *float32, out *[4]float32)
 TEXT ·asm4F32(SB), NOSPLIT, $0-40
 	MV4_ARGS(2)
 	TESTQ CX, CX
 	JEQ   doneasm4F32
-	MOVQ CX, AX
-	MOVQ DI, R8
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	CMPQ AX, $64
-	JLT  one0asm4F32
-four0asm4F32:
-	VMOVUPS     (SI), Z12
-	VFMADD231PS (R8), Z12, Z0
-	VMOVUPS     64(SI), Z13
-	VFMADD231PS 64(R8), Z13, Z4
-	VMOVUPS     128(SI), Z14
-	VFMADD231PS 128(R8), Z14, Z5
-	VMOVUPS     192(SI), Z15
-	VFMADD231PS 192(R8), Z15, Z6
-	ADDQ $256, SI
-	ADDQ $256, R8
-	SUBQ $64, AX
-	CMPQ AX, $64
-	JGE  four0asm4F32
-one0asm4F32:
-	TESTQ AX, AX
-	JEQ  sum0asm4F32
-	VMOVUPS     (SI), Z12
-	VFMADD231PS (R8), Z12, Z0
-	ADDQ $64, SI
-	ADDQ $64, R8
-	SUBQ $16, AX
-	JMP  one0asm4F32
-sum0asm4F32:
-	VADDPS Z4, Z0, Z0
-	VADDPS Z6, Z5, Z5
-	VADDPS Z5, Z0, Z0
-	MOVQ CX, AX
-	MOVQ DI, R8
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	CMPQ AX, $64
-	JLT  one1asm4F32
-four1asm4F32:
-	VMOVUPS     (R10), Z12
-	VFMADD231PS (R8), Z12, Z1
-	VMOVUPS     64(R10), Z13
-	VFMADD231PS 64(R8), Z13, Z4
-	VMOVUPS     128(R10), Z14
-	VFMADD231PS 128(R8), Z14, Z5
-	VMOVUPS     192(R10), Z15
-	VFMADD231PS 192(R8), Z15, Z6
-	ADDQ $256, R10
-	ADDQ $256, R8
-	SUBQ $64, AX
-	CMPQ AX, $64
-	JGE  four1asm4F32
-one1asm4F32:
-	TESTQ AX, AX
-	JEQ  sum1asm4F32
-	VMOVUPS     (R10), Z12
-	VFMADD231PS (R8), Z12, Z1
-	ADDQ $64, R10
-	ADDQ $64, R8
-	SUBQ $16, AX
-	JMP  one1asm4F32
-sum1asm4F32:
-	VADDPS Z4, Z1, Z1
-	VADDPS Z6, Z5, Z5
-	VADDPS Z5, Z1, Z1
-	MOVQ CX, AX
-	MOVQ DI, R8
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	CMPQ AX, $64
-	JLT  one2asm4F32
-four2asm4F32:
-	VMOVUPS     (R11), Z12
-	VFMADD231PS (R8), Z12, Z2
-	VMOVUPS     64(R11), Z13
-	VFMADD231PS 64(R8), Z13, Z4
-	VMOVUPS     128(R11), Z14
-	VFMADD231PS 128(R8), Z14, Z5
-	VMOVUPS     192(R11), Z15
-	VFMADD231PS 192(R8), Z15, Z6
-	ADDQ $256, R11
-	ADDQ $256, R8
-	SUBQ $64, AX
-	CMPQ AX, $64
-	JGE  four2asm4F32
-one2asm4F32:
-	TESTQ AX, AX
-	JEQ  sum2asm4F32
-	VMOVUPS     (R11), Z12
-	VFMADD231PS (R8), Z12, Z2
-	ADDQ $64, R11
-	ADDQ $64, R8
-	SUBQ $16, AX
-	JMP  one2asm4F32
-sum2asm4F32:
-	VADDPS Z4, Z2, Z2
-	VADDPS Z6, Z5, Z5
-	VADDPS Z5, Z2, Z2
-	MOVQ CX, AX
-	MOVQ DI, R8
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	CMPQ AX, $64
-	JLT  one3asm4F32
-four3asm4F32:
-	VMOVUPS     (R12), Z12
-	VFMADD231PS (R8), Z12, Z3
-	VMOVUPS     64(R12), Z13
-	VFMADD231PS 64(R8), Z13, Z4
-	VMOVUPS     128(R12), Z14
-	VFMADD231PS 128(R8), Z14, Z5
-	VMOVUPS     192(R12), Z15
-	VFMADD231PS 192(R8), Z15, Z6
-	ADDQ $256, R12
-	ADDQ $256, R8
-	SUBQ $64, AX
-	CMPQ AX, $64
-	JGE  four3asm4F32
-one3asm4F32:
-	TESTQ AX, AX
-	JEQ  sum3asm4F32
-	VMOVUPS     (R12), Z12
-	VFMADD231PS (R8), Z12, Z3
-	ADDQ $64, R12
-	ADDQ $64, R8
-	SUBQ $16, AX
-	JMP  one3asm4F32
-sum3asm4F32:
-	VADDPS Z4, Z3, Z3
-	VADDPS Z6, Z5, Z5
-	VADDPS Z5, Z3, Z3
+	MV4_ROW(WIDEN_F32, SI, Z0, 64, 128, 192, 256, four0asm4F32, one0asm4F32, sum0asm4F32)
+	MV4_ROW(WIDEN_F32, R10, Z1, 64, 128, 192, 256, four1asm4F32, one1asm4F32, sum1asm4F32)
+	MV4_ROW(WIDEN_F32, R11, Z2, 64, 128, 192, 256, four2asm4F32, one2asm4F32, sum2asm4F32)
+	MV4_ROW(WIDEN_F32, R12, Z3, 64, 128, 192, 256, four3asm4F32, one3asm4F32, sum3asm4F32)
+
 doneasm4F32:
 	ROWS4_STORE
 	RET
@@ -177,162 +91,11 @@ TEXT ·asm4BF16(SB), NOSPLIT, $0-40
 	MV4_ARGS(1)
 	TESTQ CX, CX
 	JEQ   doneasm4BF16
-	MOVQ CX, AX
-	MOVQ DI, R8
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	CMPQ AX, $64
-	JLT  one0asm4BF16
-four0asm4BF16:
-	VPMOVZXWD   (SI), Z12
-	VPSLLD      $16, Z12, Z12
-	VFMADD231PS (R8), Z12, Z0
-	VPMOVZXWD   32(SI), Z13
-	VPSLLD      $16, Z13, Z13
-	VFMADD231PS 64(R8), Z13, Z4
-	VPMOVZXWD   64(SI), Z14
-	VPSLLD      $16, Z14, Z14
-	VFMADD231PS 128(R8), Z14, Z5
-	VPMOVZXWD   96(SI), Z15
-	VPSLLD      $16, Z15, Z15
-	VFMADD231PS 192(R8), Z15, Z6
-	ADDQ $128, SI
-	ADDQ $256, R8
-	SUBQ $64, AX
-	CMPQ AX, $64
-	JGE  four0asm4BF16
-one0asm4BF16:
-	TESTQ AX, AX
-	JEQ  sum0asm4BF16
-	VPMOVZXWD   (SI), Z12
-	VPSLLD      $16, Z12, Z12
-	VFMADD231PS (R8), Z12, Z0
-	ADDQ $32, SI
-	ADDQ $64, R8
-	SUBQ $16, AX
-	JMP  one0asm4BF16
-sum0asm4BF16:
-	VADDPS Z4, Z0, Z0
-	VADDPS Z6, Z5, Z5
-	VADDPS Z5, Z0, Z0
-	MOVQ CX, AX
-	MOVQ DI, R8
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	CMPQ AX, $64
-	JLT  one1asm4BF16
-four1asm4BF16:
-	VPMOVZXWD   (R10), Z12
-	VPSLLD      $16, Z12, Z12
-	VFMADD231PS (R8), Z12, Z1
-	VPMOVZXWD   32(R10), Z13
-	VPSLLD      $16, Z13, Z13
-	VFMADD231PS 64(R8), Z13, Z4
-	VPMOVZXWD   64(R10), Z14
-	VPSLLD      $16, Z14, Z14
-	VFMADD231PS 128(R8), Z14, Z5
-	VPMOVZXWD   96(R10), Z15
-	VPSLLD      $16, Z15, Z15
-	VFMADD231PS 192(R8), Z15, Z6
-	ADDQ $128, R10
-	ADDQ $256, R8
-	SUBQ $64, AX
-	CMPQ AX, $64
-	JGE  four1asm4BF16
-one1asm4BF16:
-	TESTQ AX, AX
-	JEQ  sum1asm4BF16
-	VPMOVZXWD   (R10), Z12
-	VPSLLD      $16, Z12, Z12
-	VFMADD231PS (R8), Z12, Z1
-	ADDQ $32, R10
-	ADDQ $64, R8
-	SUBQ $16, AX
-	JMP  one1asm4BF16
-sum1asm4BF16:
-	VADDPS Z4, Z1, Z1
-	VADDPS Z6, Z5, Z5
-	VADDPS Z5, Z1, Z1
-	MOVQ CX, AX
-	MOVQ DI, R8
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	CMPQ AX, $64
-	JLT  one2asm4BF16
-four2asm4BF16:
-	VPMOVZXWD   (R11), Z12
-	VPSLLD      $16, Z12, Z12
-	VFMADD231PS (R8), Z12, Z2
-	VPMOVZXWD   32(R11), Z13
-	VPSLLD      $16, Z13, Z13
-	VFMADD231PS 64(R8), Z13, Z4
-	VPMOVZXWD   64(R11), Z14
-	VPSLLD      $16, Z14, Z14
-	VFMADD231PS 128(R8), Z14, Z5
-	VPMOVZXWD   96(R11), Z15
-	VPSLLD      $16, Z15, Z15
-	VFMADD231PS 192(R8), Z15, Z6
-	ADDQ $128, R11
-	ADDQ $256, R8
-	SUBQ $64, AX
-	CMPQ AX, $64
-	JGE  four2asm4BF16
-one2asm4BF16:
-	TESTQ AX, AX
-	JEQ  sum2asm4BF16
-	VPMOVZXWD   (R11), Z12
-	VPSLLD      $16, Z12, Z12
-	VFMADD231PS (R8), Z12, Z2
-	ADDQ $32, R11
-	ADDQ $64, R8
-	SUBQ $16, AX
-	JMP  one2asm4BF16
-sum2asm4BF16:
-	VADDPS Z4, Z2, Z2
-	VADDPS Z6, Z5, Z5
-	VADDPS Z5, Z2, Z2
-	MOVQ CX, AX
-	MOVQ DI, R8
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	CMPQ AX, $64
-	JLT  one3asm4BF16
-four3asm4BF16:
-	VPMOVZXWD   (R12), Z12
-	VPSLLD      $16, Z12, Z12
-	VFMADD231PS (R8), Z12, Z3
-	VPMOVZXWD   32(R12), Z13
-	VPSLLD      $16, Z13, Z13
-	VFMADD231PS 64(R8), Z13, Z4
-	VPMOVZXWD   64(R12), Z14
-	VPSLLD      $16, Z14, Z14
-	VFMADD231PS 128(R8), Z14, Z5
-	VPMOVZXWD   96(R12), Z15
-	VPSLLD      $16, Z15, Z15
-	VFMADD231PS 192(R8), Z15, Z6
-	ADDQ $128, R12
-	ADDQ $256, R8
-	SUBQ $64, AX
-	CMPQ AX, $64
-	JGE  four3asm4BF16
-one3asm4BF16:
-	TESTQ AX, AX
-	JEQ  sum3asm4BF16
-	VPMOVZXWD   (R12), Z12
-	VPSLLD      $16, Z12, Z12
-	VFMADD231PS (R8), Z12, Z3
-	ADDQ $32, R12
-	ADDQ $64, R8
-	SUBQ $16, AX
-	JMP  one3asm4BF16
-sum3asm4BF16:
-	VADDPS Z4, Z3, Z3
-	VADDPS Z6, Z5, Z5
-	VADDPS Z5, Z3, Z3
+	MV4_ROW(WIDEN_BF16, SI, Z0, 32, 64, 96, 128, four0asm4BF16, one0asm4BF16, sum0asm4BF16)
+	MV4_ROW(WIDEN_BF16, R10, Z1, 32, 64, 96, 128, four1asm4BF16, one1asm4BF16, sum1asm4BF16)
+	MV4_ROW(WIDEN_BF16, R11, Z2, 32, 64, 96, 128, four2asm4BF16, one2asm4BF16, sum2asm4BF16)
+	MV4_ROW(WIDEN_BF16, R12, Z3, 32, 64, 96, 128, four3asm4BF16, one3asm4BF16, sum3asm4BF16)
+
 doneasm4BF16:
 	ROWS4_STORE
 	RET
@@ -342,142 +105,11 @@ TEXT ·asm4F16(SB), NOSPLIT, $0-40
 	MV4_ARGS(1)
 	TESTQ CX, CX
 	JEQ   doneasm4F16
-	MOVQ CX, AX
-	MOVQ DI, R8
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	CMPQ AX, $64
-	JLT  one0asm4F16
-four0asm4F16:
-	VCVTPH2PS   (SI), Z12
-	VFMADD231PS (R8), Z12, Z0
-	VCVTPH2PS   32(SI), Z13
-	VFMADD231PS 64(R8), Z13, Z4
-	VCVTPH2PS   64(SI), Z14
-	VFMADD231PS 128(R8), Z14, Z5
-	VCVTPH2PS   96(SI), Z15
-	VFMADD231PS 192(R8), Z15, Z6
-	ADDQ $128, SI
-	ADDQ $256, R8
-	SUBQ $64, AX
-	CMPQ AX, $64
-	JGE  four0asm4F16
-one0asm4F16:
-	TESTQ AX, AX
-	JEQ  sum0asm4F16
-	VCVTPH2PS   (SI), Z12
-	VFMADD231PS (R8), Z12, Z0
-	ADDQ $32, SI
-	ADDQ $64, R8
-	SUBQ $16, AX
-	JMP  one0asm4F16
-sum0asm4F16:
-	VADDPS Z4, Z0, Z0
-	VADDPS Z6, Z5, Z5
-	VADDPS Z5, Z0, Z0
-	MOVQ CX, AX
-	MOVQ DI, R8
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	CMPQ AX, $64
-	JLT  one1asm4F16
-four1asm4F16:
-	VCVTPH2PS   (R10), Z12
-	VFMADD231PS (R8), Z12, Z1
-	VCVTPH2PS   32(R10), Z13
-	VFMADD231PS 64(R8), Z13, Z4
-	VCVTPH2PS   64(R10), Z14
-	VFMADD231PS 128(R8), Z14, Z5
-	VCVTPH2PS   96(R10), Z15
-	VFMADD231PS 192(R8), Z15, Z6
-	ADDQ $128, R10
-	ADDQ $256, R8
-	SUBQ $64, AX
-	CMPQ AX, $64
-	JGE  four1asm4F16
-one1asm4F16:
-	TESTQ AX, AX
-	JEQ  sum1asm4F16
-	VCVTPH2PS   (R10), Z12
-	VFMADD231PS (R8), Z12, Z1
-	ADDQ $32, R10
-	ADDQ $64, R8
-	SUBQ $16, AX
-	JMP  one1asm4F16
-sum1asm4F16:
-	VADDPS Z4, Z1, Z1
-	VADDPS Z6, Z5, Z5
-	VADDPS Z5, Z1, Z1
-	MOVQ CX, AX
-	MOVQ DI, R8
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	CMPQ AX, $64
-	JLT  one2asm4F16
-four2asm4F16:
-	VCVTPH2PS   (R11), Z12
-	VFMADD231PS (R8), Z12, Z2
-	VCVTPH2PS   32(R11), Z13
-	VFMADD231PS 64(R8), Z13, Z4
-	VCVTPH2PS   64(R11), Z14
-	VFMADD231PS 128(R8), Z14, Z5
-	VCVTPH2PS   96(R11), Z15
-	VFMADD231PS 192(R8), Z15, Z6
-	ADDQ $128, R11
-	ADDQ $256, R8
-	SUBQ $64, AX
-	CMPQ AX, $64
-	JGE  four2asm4F16
-one2asm4F16:
-	TESTQ AX, AX
-	JEQ  sum2asm4F16
-	VCVTPH2PS   (R11), Z12
-	VFMADD231PS (R8), Z12, Z2
-	ADDQ $32, R11
-	ADDQ $64, R8
-	SUBQ $16, AX
-	JMP  one2asm4F16
-sum2asm4F16:
-	VADDPS Z4, Z2, Z2
-	VADDPS Z6, Z5, Z5
-	VADDPS Z5, Z2, Z2
-	MOVQ CX, AX
-	MOVQ DI, R8
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	CMPQ AX, $64
-	JLT  one3asm4F16
-four3asm4F16:
-	VCVTPH2PS   (R12), Z12
-	VFMADD231PS (R8), Z12, Z3
-	VCVTPH2PS   32(R12), Z13
-	VFMADD231PS 64(R8), Z13, Z4
-	VCVTPH2PS   64(R12), Z14
-	VFMADD231PS 128(R8), Z14, Z5
-	VCVTPH2PS   96(R12), Z15
-	VFMADD231PS 192(R8), Z15, Z6
-	ADDQ $128, R12
-	ADDQ $256, R8
-	SUBQ $64, AX
-	CMPQ AX, $64
-	JGE  four3asm4F16
-one3asm4F16:
-	TESTQ AX, AX
-	JEQ  sum3asm4F16
-	VCVTPH2PS   (R12), Z12
-	VFMADD231PS (R8), Z12, Z3
-	ADDQ $32, R12
-	ADDQ $64, R8
-	SUBQ $16, AX
-	JMP  one3asm4F16
-sum3asm4F16:
-	VADDPS Z4, Z3, Z3
-	VADDPS Z6, Z5, Z5
-	VADDPS Z5, Z3, Z3
+	MV4_ROW(WIDEN_F16, SI, Z0, 32, 64, 96, 128, four0asm4F16, one0asm4F16, sum0asm4F16)
+	MV4_ROW(WIDEN_F16, R10, Z1, 32, 64, 96, 128, four1asm4F16, one1asm4F16, sum1asm4F16)
+	MV4_ROW(WIDEN_F16, R11, Z2, 32, 64, 96, 128, four2asm4F16, one2asm4F16, sum2asm4F16)
+	MV4_ROW(WIDEN_F16, R12, Z3, 32, 64, 96, 128, four3asm4F16, one3asm4F16, sum3asm4F16)
+
 doneasm4F16:
 	ROWS4_STORE
 	RET
