@@ -3,6 +3,18 @@
 
 // Hand-written (not from gen_asm.go): the int8 × int16 dot products of MatVecTInt8Q16.
 
+// SCALE4_ACC converts the four rows' exact int32 sums in Z12–Z15 to float32 and adds them, times
+// the scales in Z10, to the rows' accumulators Z0–Z3.
+#define SCALE4_ACC \
+	VCVTDQ2PS   Z12, Z12; \
+	VCVTDQ2PS   Z13, Z13; \
+	VCVTDQ2PS   Z14, Z14; \
+	VCVTDQ2PS   Z15, Z15; \
+	VFMADD231PS Z10, Z12, Z0; \
+	VFMADD231PS Z10, Z13, Z1; \
+	VFMADD231PS Z10, Z14, Z2; \
+	VFMADD231PS Z10, Z15, Z3
+
 // func dotQ16P4(n int, w *int8, ldw int, xp *int16, sp *float32, out *[4]float32)
 //
 // Σ_p w[r·ldw+p]·x[p]·scale[p/32] for the four rows r < 4 of int8 weights (ldw bytes apart; ldw
@@ -58,14 +70,7 @@ loopp4:
 	VPDPWSSD    Z9, Z17, Z13
 	VPDPWSSD    Z9, Z18, Z14
 	VPDPWSSD    Z9, Z19, Z15
-	VCVTDQ2PS   Z12, Z12
-	VCVTDQ2PS   Z13, Z13
-	VCVTDQ2PS   Z14, Z14
-	VCVTDQ2PS   Z15, Z15
-	VFMADD231PS Z10, Z12, Z0
-	VFMADD231PS Z10, Z13, Z1
-	VFMADD231PS Z10, Z14, Z2
-	VFMADD231PS Z10, Z15, Z3
+	SCALE4_ACC
 	ADDQ $64, SI
 	ADDQ $64, R10
 	ADDQ $64, R11
@@ -90,14 +95,7 @@ tailp4:
 	VPMADDWD     Z9, Z13, Z13
 	VPMADDWD     Z9, Z14, Z14
 	VPMADDWD     Z9, Z15, Z15
-	VCVTDQ2PS    Z12, Z12
-	VCVTDQ2PS    Z13, Z13
-	VCVTDQ2PS    Z14, Z14
-	VCVTDQ2PS    Z15, Z15
-	VFMADD231PS  Z10, Z12, Z0
-	VFMADD231PS  Z10, Z13, Z1
-	VFMADD231PS  Z10, Z14, Z2
-	VFMADD231PS  Z10, Z15, Z3
+	SCALE4_ACC
 
 donep4:
 	ROWS4_STORE
