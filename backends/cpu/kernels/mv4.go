@@ -40,17 +40,14 @@ func matVecT4[T float32 | uint16](y []float32, w []T, x []float32, k, lo, hi int
 	x = x[:k]
 	var out [4]float32
 	j := lo
-	if main == k { // no tail: the common case, without a call per row
-		for ; j+4 <= hi; j += 4 {
-			mv4(kind, main, &w[j*k], k, &x[0], &out)
-			y4 := y[j : j+4 : j+4]
-			y4[0], y4[1], y4[2], y4[3] = out[0], out[1], out[2], out[3]
-		}
-	}
 	for ; j+4 <= hi; j += 4 {
 		mv4(kind, main, &w[j*k], k, &x[0], &out)
+		y4 := y[j : j+4 : j+4]
 		for r, s := range out {
-			y[j+r] = s + tail4(w[(j+r)*k+main:(j+r+1)*k], x[main:], widen)
+			if main < k { // rows of whole steps (the usual case) make no call per row
+				s += tail4(w[(j+r)*k+main:(j+r+1)*k], x[main:], widen)
+			}
+			y4[r] = s
 		}
 	}
 	for ; j < hi; j++ {

@@ -159,17 +159,14 @@ func MatVecTInt8Q16(y []float32, w Int8Matrix, x *Q16Vector, lo, hi int) {
 	main := len(x.xp)
 	var out [4]float32
 	j := lo
-	if main == k { // no partial block: the common case, without a call per row
-		for ; j+4 <= hi; j += 4 {
-			dotQ16P4(main, &w.Data[j*k], k, &x.xp[0], &x.sp[0], &out)
-			y4, s4 := y[j:j+4:j+4], w.Scale[j:j+4:j+4]
-			y4[0], y4[1], y4[2], y4[3] = s4[0]*out[0], s4[1]*out[1], s4[2]*out[2], s4[3]*out[3]
-		}
-	}
 	for ; j+4 <= hi; j += 4 {
 		dotQ16P4(main, &w.Data[j*k], k, &x.xp[0], &x.sp[0], &out)
+		y4, s4 := y[j:j+4:j+4], w.Scale[j:j+4:j+4]
 		for r, s := range out {
-			y[j+r] = w.Scale[j+r] * (s + q16Tail(w.Data[(j+r)*k:(j+r+1)*k], x, main))
+			if main < k { // rows of whole blocks (the usual case) make no call per row
+				s += q16Tail(w.Data[(j+r)*k:(j+r+1)*k], x, main)
+			}
+			y4[r] = s4[r] * s
 		}
 	}
 	for ; j < hi; j++ { // alone, with the same bits as in a group: ldw = 0 computes it four times
