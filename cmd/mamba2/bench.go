@@ -165,11 +165,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	// One untimed step warms the step program (its first run binds the cache's buffers), and a
 	// collection now keeps the prefill's garbage from being collected during the timed steps
 	// (a GC empties the runtime's caches, whose refills count as allocations).
-	if err := sess.Step(tokens, logits); err != nil {
+	if _, err := timedStep(sess, tokens, logits); err != nil {
 		return err
-	}
-	for b := range tokens {
-		tokens[b] = int64(argmax(logits[b*c.VocabSize : (b+1)*c.VocabSize]))
 	}
 	runtime.GC()
 
@@ -178,13 +175,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	runtime.ReadMemStats(&ms0)
 	total := time.Now()
 	for i := 0; i < *gen; i++ {
-		t0 := time.Now()
-		if err := sess.Step(tokens, logits); err != nil {
+		if times[i], err = timedStep(sess, tokens, logits); err != nil {
 			return err
-		}
-		times[i] = float64(time.Since(t0).Microseconds()) / 1000
-		for b := range tokens {
-			tokens[b] = int64(argmax(logits[b*c.VocabSize : (b+1)*c.VocabSize]))
 		}
 	}
 	elapsed := time.Since(total)
@@ -295,19 +287,31 @@ func positionCheck(m *mamba2.Model, rows [][]int, far, gen int) (near, farMs []f
 	for i := 0; i < gen+1; i++ { // the first step of each is a warm-up
 		for k := 0; k < 2; k++ {
 			j := (i + k) % 2
-			t0 := time.Now()
-			if err := sess[j].Step(tokens[j], logits[j]); err != nil {
+			t, err := timedStep(sess[j], tokens[j], logits[j])
+			if err != nil {
 				return nil, nil, err
 			}
 			if i > 0 {
-				ms[j] = append(ms[j], float64(time.Since(t0).Microseconds())/1000)
-			}
-			for b := range tokens[j] {
-				tokens[j][b] = int64(argmax(logits[j][b*V : (b+1)*V]))
+				ms[j] = append(ms[j], t)
 			}
 		}
 	}
 	return ms[0], ms[1], nil
+}
+
+// timedStep runs one Step of s on tokens, returns its time in milliseconds and sets tokens to
+// each row's most likely next token.
+func timedStep(s *mamba2.Session, tokens []int64, logits []float32) (float64, error) {
+	t0 := time.Now()
+	if err := s.Step(tokens, logits); err != nil {
+		return 0, err
+	}
+	ms := float64(time.Since(t0).Microseconds()) / 1000
+	V := len(logits) / len(tokens)
+	for b := range tokens {
+		tokens[b] = int64(argmax(logits[b*V : (b+1)*V]))
+	}
+	return ms, nil
 }
 
 // median returns the middle value of x (the mean of the two middle ones for even lengths).
