@@ -48,7 +48,6 @@ type Program struct {
 	snapshots []*Node
 	snapOf    map[*Node]backends.Buffer
 	dirty     bool
-	unbound   int // states with no buffer yet (see ownStates)
 	closed    bool
 }
 
@@ -146,7 +145,6 @@ func (g *Graph) Compile(be backends.Backend, w *Weights) (*Program, error) {
 			p.states = append(p.states, bs)
 			p.stateBy[name] = bs
 			p.bufOf[st.read] = nil
-			p.unbound++
 		}
 	}
 
@@ -469,9 +467,6 @@ func (p *Program) BindState(name string, buf backends.Buffer) error {
 }
 
 func (p *Program) bindStateBuffer(st *boundState, buf backends.Buffer) {
-	if st.buf == nil {
-		p.unbound--
-	}
 	st.buf = buf
 	p.bufOf[st.read] = buf
 	if st.inPlace {
@@ -486,9 +481,6 @@ func (p *Program) bindStateBuffer(st *boundState, buf backends.Buffer) {
 // 130m shape: on the CPU its pages were never touched and so never resident, but they counted
 // in the Go heap (and its GC target), and a GPU backend's allocations are real.
 func (p *Program) ownStates() error {
-	if p.unbound == 0 {
-		return nil
-	}
 	for _, st := range p.states {
 		if st.buf != nil {
 			continue
